@@ -1,0 +1,291 @@
+"""
+Datasets, the non-iid split into V equal node shards, and per-node batch streams.
+
+Tasks: digits (sklearn, bundled, offline), synthetic (sklearn make_classification)
+and cifar10 (the standard python pickle batches, read from disk; no torchvision).
+
+    python data.py --task digits --nodes 8 --partition dirichlet --alpha 0.1 --seed 0
+prints the class histogram of every node's shard.
+"""
+
+import argparse
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+# mnli is a text task with its own loader module; it extends this tuple there.
+TASKS = ("digits", "synthetic", "cifar10")
+PARTITIONS = ("iid", "dirichlet")
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST_FILE = "test_batch"
+CIFAR_PAD = 4
+
+
+class DataError(ValueError):
+    """Bad data input; the message is one line naming the bad value and what is allowed."""
+
+
+@dataclass
+class TaskData:
+    train_x: torch.Tensor  # float32
+    train_y: torch.Tensor  # long
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    partition_labels: np.ndarray  # one label per train sample that the non-iid split is over
+    augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
+
+
+# ----------------------------------------------------------------------------- tasks
+
+def load_digits_data():
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)  # pixel values are 0..16
+    # the split is a property of the dataset, not of the run seed
+    train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
+    return make_task_data(train_x, train_y, test_x, test_y, num_classes=10)
+
+
+def load_synthetic_data(seed, samples, features, classes):
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+    try:
+        x, y = make_classification(n_samples=samples, n_features=features, n_informative=max(2, features // 2),
+                                   n_redundant=0, n_classes=classes, random_state=seed)
+        train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
+    except ValueError as e:
+        raise DataError(f"synthetic task with samples={samples} features={features} classes={classes} "
+                        f"is impossible: {e}".replace("\n", " ")) from None
+    scaler = StandardScaler().fit(train_x)  # statistics of the train split only
+    return make_task_data(scaler.transform(train_x).astype(np.float32), train_y,
+                          scaler.transform(test_x).astype(np.float32), test_y, num_classes=classes)
+
+
+def make_task_data(train_x, train_y, test_x, test_y, num_classes, augment=None):
+    return TaskData(train_x=torch.as_tensor(train_x, dtype=torch.float32),
+                    train_y=torch.as_tensor(train_y, dtype=torch.long),
+                    test_x=torch.as_tensor(test_x, dtype=torch.float32),
+                    test_y=torch.as_tensor(test_y, dtype=torch.long),
+                    num_classes=num_classes, partition_labels=np.asarray(train_y, dtype=np.int64),
+                    augment=augment)
+
+
+def find_cifar_dir(data_dir):
+    """data_dir itself or data_dir/cifar-10-batches-py, whichever holds the batches."""
+    for candidate in (data_dir, os.path.join(data_dir, "cifar-10-batches-py")):
+        if all(os.path.isfile(os.path.join(candidate, f)) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,)):
+            return candidate
+    raise DataError(f"data_dir {data_dir} has no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
+                    f"from cifar-10-python.tar.gz, or its cifar-10-batches-py folder)")
+
+
+def read_cifar_batch(path):
+    """(uint8 images (n, 3, 32, 32), int64 labels (n,)) from one CIFAR python pickle."""
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise ValueError(f"b'data' has shape {data.shape} and b'labels' has {len(labels)} entries; "
+                             f"expected (n, 3072) and n")
+    except Exception as e:  # truncated pickle, wrong keys, wrong shapes: all the same fault for the user
+        reason = f"{type(e).__name__}: {e}".replace("\n", " ")
+        raise DataError(f"CIFAR-10 file {path} is truncated or not a CIFAR pickle: {reason}") from None
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def normalize_cifar(images_uint8):
+    x = torch.from_numpy(images_uint8).float().div_(255.0)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def augment_cifar_batch(batch_x, generator):
+    """Random 32x32 crop from the image zero-padded by 4, then a random horizontal flip.
+
+    batch_x is already normalised, so the padding uses each channel's normalised
+    value of a black pixel, (0 - mean) / std: the same as padding before normalising.
+    Random draws come from `generator` (CPU), so a seed gives the same augmentation.
+    """
+    n, channels, height, width = batch_x.shape
+    pad_value = -torch.tensor(CIFAR_MEAN) / torch.tensor(CIFAR_STD)
+    padded = pad_value.to(batch_x).view(1, channels, 1, 1).repeat(n, 1, height + 2 * CIFAR_PAD,
+                                                                  width + 2 * CIFAR_PAD)
+    padded[:, :, CIFAR_PAD:CIFAR_PAD + height, CIFAR_PAD:CIFAR_PAD + width] = batch_x
+    top = torch.randint(0, 2 * CIFAR_PAD + 1, (n,), generator=generator).to(batch_x.device)
+    left = torch.randint(0, 2 * CIFAR_PAD + 1, (n,), generator=generator).to(batch_x.device)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(batch_x.device)
+    rows = top[:, None] + torch.arange(height, device=batch_x.device)  # (n, height)
+    cols = left[:, None] + torch.arange(width, device=batch_x.device)  # (n, width)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip is a reversed column order
+    images = torch.arange(n, device=batch_x.device)[:, None, None, None]
+    chans = torch.arange(channels, device=batch_x.device)[None, :, None, None]
+    return padded[images, chans, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def load_cifar10_data(data_dir):
+    if data_dir is None:
+        raise DataError("task cifar10 needs a data_dir holding the CIFAR-10 python batches (cifar-10-batches-py)")
+    if not os.path.isdir(data_dir):
+        raise DataError(f"data_dir {data_dir} is not a directory; expected the CIFAR-10 python batches folder")
+    folder = find_cifar_dir(data_dir)
+    train = [read_cifar_batch(os.path.join(folder, f)) for f in CIFAR_TRAIN_FILES]
+    test_images, test_labels = read_cifar_batch(os.path.join(folder, CIFAR_TEST_FILE))
+    train_labels = np.concatenate([labels for _, labels in train])
+    for labels in (train_labels, test_labels):
+        if labels.min() < 0 or labels.max() > 9:
+            raise DataError(f"CIFAR-10 labels in {folder} range over {labels.min()}..{labels.max()}; allowed 0..9")
+    return TaskData(train_x=normalize_cifar(np.concatenate([images for images, _ in train])),
+                    train_y=torch.from_numpy(train_labels),
+                    test_x=normalize_cifar(test_images), test_y=torch.from_numpy(test_labels),
+                    num_classes=10, partition_labels=train_labels, augment=augment_cifar_batch)
+
+
+def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, synthetic_features=32,
+                   synthetic_classes=10):
+    if task == "digits":
+        return load_digits_data()
+    if task == "synthetic":
+        return load_synthetic_data(seed, synthetic_samples, synthetic_features, synthetic_classes)
+    if task == "cifar10":
+        return load_cifar10_data(data_dir)
+    raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+
+
+# ----------------------------------------------------------------------------- partition
+
+def partition_indices(partition_labels, num_nodes, partition="iid", alpha=1.0, seed=0):
+    """Split sample indices into num_nodes EQUAL shards (the remainder N mod V is dropped).
+
+    Equal shards keep the walk's uniform stationary distribution meaningful. For
+    'dirichlet', each class is split over nodes by Dirichlet(alpha) proportions, the
+    nodes' lists are concatenated in node order and the sequence is re-chunked into
+    V equal consecutive pieces, as the authors' partitioner does.
+    """
+    labels = np.asarray(partition_labels)
+    n = len(labels)
+    if partition not in PARTITIONS:
+        raise DataError(f"unknown partition {partition!r}; allowed: {', '.join(PARTITIONS)}")
+    if not 1 <= num_nodes <= n:
+        raise DataError(f"num_nodes {num_nodes} is not allowed for {n} samples; allowed: 1..{n}")
+    rng = np.random.default_rng(seed)
+    if partition == "iid":
+        order = rng.permutation(n)
+    else:
+        if not alpha > 0:
+            raise DataError(f"dirichlet alpha {alpha} is not allowed; allowed: alpha > 0")
+        per_node = [[] for _ in range(num_nodes)]
+        for c in np.unique(labels):
+            class_indices = rng.permutation(np.flatnonzero(labels == c))
+            proportions = rng.dirichlet(alpha * np.ones(num_nodes))
+            cuts = (np.cumsum(proportions)[:-1] * len(class_indices)).astype(int)
+            for node, part in enumerate(np.split(class_indices, cuts)):
+                per_node[node].append(part)
+        order = np.concatenate([np.concatenate(parts) for parts in per_node])
+    shard_size = n // num_nodes
+    return [order[v * shard_size:(v + 1) * shard_size].astype(np.int64) for v in range(num_nodes)]
+
+
+def class_histogram(partition_labels, shards, num_classes):
+    """(V, C) array: how many samples of each class every node holds."""
+    labels = np.asarray(partition_labels)
+    return np.stack([np.bincount(labels[shard], minlength=num_classes) for shard in shards])
+
+
+def format_histogram(hist):
+    """A printable table: one row per node, one column per class, plus total and top-class share."""
+    num_classes = hist.shape[1]
+    width = max(5, len(str(hist.max())) + 1)
+    header = "node" + "".join(f"{'c' + str(c):>{width}}" for c in range(num_classes)) + f"{'total':>8}{'max%':>7}"
+    rows = [header]
+    for node, counts in enumerate(hist):
+        total = counts.sum()
+        top_share = 100.0 * counts.max() / total if total else 0.0
+        rows.append(f"{node:>4}" + "".join(f"{count:>{width}}" for count in counts) + f"{total:>8}{top_share:>7.1f}")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- batches
+
+class ShardBatches:
+    """Endless, seeded mini-batches from one node's shard.
+
+    Every epoch is a fresh permutation of the shard; the last partial batch of an
+    epoch is dropped (drop_last), so every batch has exactly batch_size samples
+    (or the whole shard, if the shard is smaller than batch_size).
+    """
+
+    def __init__(self, x, y, indices, batch_size, seed, augment=None):
+        if len(indices) == 0:
+            raise DataError("ShardBatches got an empty shard; every node needs at least one sample")
+        self.x, self.y, self.augment = x, y, augment
+        self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        self.batch_size = min(batch_size, len(self.indices))
+        self.shuffle_rng = torch.Generator().manual_seed(seed)
+        # its own stream, so augmenting or not never changes the batch order
+        self.augment_rng = torch.Generator().manual_seed(seed + (1 << 32))
+        self.epoch = 0
+        self.position = 0
+        self.order = torch.randperm(len(self.indices), generator=self.shuffle_rng)
+
+    def next_batch(self):
+        if self.position + self.batch_size > len(self.order):
+            self.epoch += 1
+            self.position = 0
+            self.order = torch.randperm(len(self.indices), generator=self.shuffle_rng)
+        picked = self.indices[self.order[self.position:self.position + self.batch_size]]
+        self.position += self.batch_size
+        bx, by = self.x[picked], self.y[picked]
+        if self.augment is not None:
+            bx = self.augment(bx, self.augment_rng)
+        return bx, by
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "position": self.position, "order": self.order.clone(),
+                "shuffle_rng": self.shuffle_rng.get_state(), "augment_rng": self.augment_rng.get_state()}
+
+    def load_state_dict(self, state):
+        self.epoch = state["epoch"]
+        self.position = state["position"]
+        self.order = state["order"].clone()
+        self.shuffle_rng.set_state(state["shuffle_rng"])
+        self.augment_rng.set_state(state["augment_rng"])
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Print every node's class histogram for a data split.")
+    parser.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--data-dir", default=None, help="folder with the CIFAR-10 python batches")
+    parser.add_argument("--nodes", type=int, default=20)
+    parser.add_argument("--partition", default="dirichlet", help=f"one of {', '.join(PARTITIONS)}")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (> 0)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        data = load_task_data(args.task, data_dir=args.data_dir, seed=args.seed)
+        shards = partition_indices(data.partition_labels, args.nodes, args.partition, args.alpha, args.seed)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"task={args.task} nodes={args.nodes} partition={args.partition} alpha={args.alpha} seed={args.seed} "
+          f"shard_size={len(shards[0])}")
+    print(format_histogram(class_histogram(data.partition_labels, shards, data.num_classes)))
+
+
+if __name__ == "__main__":
+    main()

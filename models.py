@@ -1,0 +1,153 @@
+"""
+Models and the one flat-parameter view that every algorithm sends over the wire.
+
+- ResNet20: the CIFAR ResNet of He et al. (2016), in the paper's 272,474-parameter
+  variant (1x1 conv + BatchNorm projection shortcuts where the shape changes).
+- DigitsMLP: a small MLP for the offline digits / synthetic tasks.
+- flatten_params / load_flat_params: trainable parameters <-> one 1-D fp32 vector.
+  BatchNorm running statistics are buffers, not parameters, so they stay at the node.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual connection (He et al. 2016, Fig. 2)."""
+
+    def __init__(self, in_channels, out_channels, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            # option B projection; this is what takes option A's 269,722 params to the paper's 272,474
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20: 3 stages of 16/32/64 channels, 3 BasicBlocks each."""
+
+    def __init__(self, num_classes=10, blocks_per_stage=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(16)
+        stages, in_channels = [], 16
+        for out_channels, stride in ((16, 1), (32, 2), (64, 2)):
+            for block in range(blocks_per_stage):
+                stages.append(BasicBlock(in_channels, out_channels, stride if block == 0 else 1))
+                in_channels = out_channels
+        self.blocks = nn.Sequential(*stages)
+        self.fc = nn.Linear(64, num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x):
+        out = F.relu(self.bn(self.conv(x)))
+        out = self.blocks(out)
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.fc(out)
+
+
+class DigitsMLP(nn.Module):
+    """One hidden layer; enough for >90% on sklearn digits and for the synthetic task."""
+
+    def __init__(self, in_features=64, hidden=128, num_classes=10):
+        super().__init__()
+        self.hidden = nn.Linear(in_features, hidden)
+        self.out = nn.Linear(hidden, num_classes)
+        nn.init.kaiming_normal_(self.hidden.weight, nonlinearity="relu")
+        nn.init.zeros_(self.hidden.bias)
+
+    def forward(self, x):
+        return self.out(F.relu(self.hidden(x.flatten(1))))
+
+
+def build_model(task, num_classes, in_features=None, seed=0):
+    """The model for a task, initialised from `seed` so every rank builds the same x0."""
+    torch.manual_seed(seed)
+    if task == "cifar10":
+        return ResNet20(num_classes)
+    if task == "digits":
+        return DigitsMLP(in_features or 64, num_classes=num_classes)
+    if task == "synthetic":
+        if in_features is None:
+            raise ValueError("task 'synthetic' needs in_features (the number of synthetic features)")
+        return DigitsMLP(in_features, num_classes=num_classes)
+    raise ValueError(f"unknown task {task!r} for build_model; allowed: cifar10, digits, synthetic")
+
+
+def trainable_params(model):
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def num_params(model):
+    return sum(p.numel() for p in trainable_params(model))
+
+
+def flatten_params(model, out=None):
+    """All trainable parameters, in model.parameters() order, as one 1-D fp32 tensor.
+
+    With `out` (a preallocated 1-D tensor of num_params elements) the values are
+    copied into it and it is returned, so a send buffer can be reused every hop.
+    """
+    params = trainable_params(model)
+    if out is None:
+        return torch.cat([p.detach().reshape(-1).float() for p in params])
+    total = sum(p.numel() for p in params)
+    if out.dim() != 1 or out.numel() != total:
+        raise ValueError(f"out has shape {tuple(out.shape)}; expected ({total},) for this model")
+    offset = 0
+    for p in params:
+        out[offset:offset + p.numel()].copy_(p.detach().reshape(-1))
+        offset += p.numel()
+    return out
+
+
+@torch.no_grad()
+def load_flat_params(model, flat):
+    """Copy a flat vector (any float dtype, any device) into the parameters in place.
+
+    In place, so the parameter objects - and the optimizer state keyed by them - survive.
+    """
+    params = trainable_params(model)
+    total = sum(p.numel() for p in params)
+    if flat.numel() != total:
+        raise ValueError(f"flat vector has {flat.numel()} elements; this model has {total} parameters")
+    flat = flat.reshape(-1)
+    offset = 0
+    for p in params:
+        p.copy_(flat[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch_size=1000):
+    """Mean cross-entropy and accuracy of `model` on (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        bx = x[start:start + batch_size].to(device)
+        by = y[start:start + batch_size].to(device)
+        logits = model(bx)
+        loss_sum += F.cross_entropy(logits, by, reduction="sum").item()
+        correct += (logits.argmax(1) == by).sum().item()
+    model.train(was_training)
+    return loss_sum / len(x), correct / len(x)
