@@ -47,13 +47,18 @@ class TaskData:
 # ----------------------------------------------------------------------------- tasks
 
 def load_digits_data():
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)  # pixel values are 0..16
-    # the split is a property of the dataset, not of the run seed
-    train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
-    return make_task_data(train_x, train_y, test_x, test_y, num_classes=10)
+    # read scikit-learn's bundled copy directly: importing sklearn costs every rank a second
+    import importlib.util
+    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
+    table = np.loadtxt(os.path.join(sklearn_dir, "datasets", "data", "digits.csv.gz"), delimiter=",")
+    x, y = (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)  # pixels are 0..16
+    # stratified 20% test split, a property of the dataset, not of the run seed
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        test[members[:round(0.2 * len(members))]] = True
+    return make_task_data(x[~test], y[~test], x[test], y[test], num_classes=10)
 
 
 def load_synthetic_data(seed, samples, features, classes):

@@ -165,7 +165,8 @@ def _cut_graph(G, active):
     return B
 
 def gossip_graph(G, name):
-    """The bipartite graph gossip runs on and its sorted active nodes (the side holding node 0)."""
+    """The bipartite graph gossip runs on and its sorted active nodes: the file's "top_nodes" for the
+    paper's bipartite files, otherwise the side holding node 0."""
     V = G.number_of_nodes()
     paper_file = os.path.join(os.path.dirname(name), "bipartite_" + os.path.basename(name))
     if _is_json_path(name) and os.path.isfile(paper_file):
@@ -176,8 +177,15 @@ def gossip_graph(G, name):
             raise GraphError(f"gossip graph {paper_file} has {B.number_of_nodes()} nodes but the graph has {V}")
         if not nx.is_bipartite(B):
             raise GraphError(f"gossip graph {paper_file} is not bipartite; every edge must join the two sides")
-        colour = nx.bipartite.color(B)
-        active = {v for v in B if colour[v] == colour[0]}
+        with open(paper_file) as f:
+            top_nodes = json.load(f).get("top_nodes")
+        if top_nodes is not None:  # the authors' files name their active side "top_nodes"
+            active = {int(v) for v in top_nodes}
+            if any(not 0 <= v < V for v in active) or any((u in active) == (v in active) for u, v in B.edges):
+                raise GraphError(f"gossip graph {paper_file}: top_nodes must be one side of every edge")
+        else:
+            colour = nx.bipartite.color(B)
+            active = {v for v in B if colour[v] == colour[0]}
     else:
         source = f"graph {name!r}"
         if G.number_of_edges() == V * (V - 1) // 2:
@@ -226,7 +234,10 @@ def graph_stats(G, laziness=0.0):
         "diameter": nx.diameter(G),
         "degree_min": min(degrees),
         "degree_max": max(degrees),
-        "spectral_gap": max(0.0, float(1 - second_largest_modulus)),  # rounding can dip a hair below 0
+        # 1 - lambda_2 governs how fast walks forget their start; the absolute gap also sees
+        # periodicity (an even cycle has eigenvalue -1, so its absolute gap is 0)
+        "spectral_gap": float(1 - eigenvalues[-2]),
+        "absolute_spectral_gap": max(0.0, float(1 - second_largest_modulus)),  # rounding can dip below 0
         "E_H": E_H,
         "E_H2": E_H2,
     }

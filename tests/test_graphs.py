@@ -43,7 +43,8 @@ def test_cycle_of_four_by_hand():
     assert stats["E_H"] == pytest.approx(4)
     assert stats["E_H2"] == pytest.approx(24)
     assert (stats["nodes"], stats["edges"], stats["diameter"], stats["degree_min"], stats["degree_max"]) == (4, 4, 2, 2, 2)
-    assert stats["spectral_gap"] == pytest.approx(0)  # bipartite, period 2: eigenvalue -1
+    assert stats["absolute_spectral_gap"] == pytest.approx(0)  # bipartite, period 2: eigenvalue -1
+    assert stats["spectral_gap"] == pytest.approx(1)  # eigenvalues 1, 0, 0, -1
 
 
 def test_complete_of_three_by_hand():
@@ -53,7 +54,8 @@ def test_complete_of_three_by_hand():
     assert stats["E_H"] == pytest.approx(3)
     assert stats["E_H2"] == pytest.approx(11)
     assert stats["diameter"] == 1
-    assert stats["spectral_gap"] == pytest.approx(0.5)  # eigenvalues 1, -1/2, -1/2
+    assert stats["absolute_spectral_gap"] == pytest.approx(0.5)  # eigenvalues 1, -1/2, -1/2
+    assert stats["spectral_gap"] == pytest.approx(1.5)
 
 
 def test_path_of_three_by_hand():
@@ -110,7 +112,7 @@ def test_paper_graph_details():
     assert (cycle["edges"], cycle["diameter"]) == (20, 10)
     assert (complete["edges"], complete["diameter"]) == (190, 1)
     assert (er["edges"], er["diameter"], er["degree_min"], er["degree_max"]) == (52, 4, 1, 11)
-    assert complete["spectral_gap"] == pytest.approx(1 - 1 / 19)  # P = (J - I)/19: eigenvalues 1 and -1/19
+    assert complete["absolute_spectral_gap"] == pytest.approx(1 - 1 / 19)  # P = (J - I)/19: eigenvalues 1 and -1/19
 
 
 def test_build_graph_takes_a_json_path():
@@ -199,10 +201,10 @@ def test_routes_are_a_function_of_seed_walk_hop():
 # the gossip split
 
 
-def check_split(G, B, active, edges_from_G=True):
+def check_split(G, B, active, edges_from_G=True, holds_node0=True):
     V = len(G)
     assert sorted(B.nodes) == list(range(V))
-    assert 0 in active and active == sorted(active)
+    assert (0 in active) == holds_node0 and active == sorted(active)
     sides = set(active)
     assert all((u in sides) != (v in sides) for u, v in B.edges), "edge inside a side"
     assert all(B.degree(v) > 0 for v in range(V))
@@ -242,11 +244,12 @@ def test_gossip_other_graphs_use_an_independent_active_side():
 def test_gossip_paper_files_are_loaded_as_given(name):
     G = load_graph_json(PAPER_GRAPHS[name])
     B, active = gossip_graph(G, PAPER_GRAPHS[name])
-    check_split(G, B, active, edges_from_G=False)  # the paper's ER split has an edge (2, 11) outside its graph
+    # the paper's ER split has an edge (2, 11) outside its graph, and its active "top_nodes" omit node 0
+    check_split(G, B, active, edges_from_G=False, holds_node0=name != "erdos_renyi")
     expected = load_graph_json(os.path.join(PAPER, f"bipartite_{name}_graph_20_nodes.json"))
     assert nx.utils.edges_equal(B.edges, expected.edges)
     assert active == {"cycle": list(range(0, 20, 2)), "complete": list(range(10)),
-                      "erdos_renyi": [0, 4, 6, 7, 9, 10, 11, 12, 13, 14, 16, 17]}[name]
+                      "erdos_renyi": [1, 2, 3, 5, 8, 15, 18, 19]}[name]
 
 # -----------------------------------------------------------------------------
 # Erdos-Renyi draws
@@ -363,7 +366,7 @@ def test_cli_json_on_the_paper_cycle():
     assert stats["graph"] == "configs/paper/cycle_graph_20_nodes.json"
     assert stats["E_H2"] == pytest.approx(2680, abs=0.5) and stats["E_H"] == pytest.approx(20)
     assert set(stats) == {"graph", "nodes", "edges", "diameter", "degree_min", "degree_max",
-                          "spectral_gap", "E_H", "E_H2"}
+                          "spectral_gap", "absolute_spectral_gap", "E_H", "E_H2"}
 
 
 def test_cli_bad_graph_name_exits_2_with_one_line():

@@ -1,0 +1,138 @@
+"""
+The learning rules of Multi-Walk and Asynchronous Gossip (SPEC §1, §2), as plain
+functions of tensors and state. The MPI engine (distributed_training.py) and the
+simulator call exactly these; they know nothing about transport or time.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import data
+import graphs
+import models
+
+
+# -----------------------------------------------------------------------------
+# a node: its model (BatchNorm statistics live here), optimizer state and shard
+
+class Node:
+    def __init__(self, node_id, model, optimizer, batches, loss_fn, device):
+        self.node_id = node_id
+        self.model = model
+        self.optimizer = optimizer
+        self.batches = batches
+        self.loss_fn = loss_fn
+        self.device = device
+
+
+def classification_loss(model, bx, by):
+    return F.cross_entropy(model(bx), by)
+
+
+def make_node(cfg, run, node_id, device):
+    """Build node `node_id`: every node starts from the same seeded model x0."""
+    task_data = run["task_data"]
+    model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
+                                seed=cfg["seed"]).to(device)
+    if cfg["task"] == "mnli":
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                    nesterov=cfg["nesterov"] and cfg["momentum"] > 0,
+                                    weight_decay=cfg["weight_decay"])
+    # each node's batch order is its own, and a pure function of (seed, node)
+    batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node_id],
+                                cfg["batch_size"], seed=cfg["seed"] * 100_003 + node_id,
+                                augment=task_data.augment)
+    return Node(node_id, model, optimizer, batches, classification_loss, device)
+
+
+def lr_at(elapsed, cfg):
+    """Wall-clock schedule: linear warm-up from lr/10, then x0.1 at each decay fraction of train_time."""
+    lr = cfg["lr"]
+    if cfg["warmup_time"] > 0 and elapsed < cfg["warmup_time"]:
+        lr *= 0.1 + 0.9 * elapsed / cfg["warmup_time"]
+    for fraction in cfg["decay_fractions"]:
+        if elapsed >= fraction * cfg["train_time"]:
+            lr *= 0.1
+    return lr
+
+
+def local_update(node, params, tau, lr):
+    """tau local SGD steps at `node` starting from the flat vector `params`, which
+    is overwritten with the result. The node's optimizer state carries over."""
+    models.load_flat_params(node.model, params)
+    for group in node.optimizer.param_groups:
+        group["lr"] = lr
+    node.model.train()
+    total_loss = torch.zeros((), device=node.device)
+    for _ in range(tau):
+        bx, by = node.batches.next_batch()
+        loss = node.loss_fn(node.model, bx.to(node.device, non_blocking=True), by.to(node.device, non_blocking=True))
+        node.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        node.optimizer.step()
+        total_loss += loss.detach()
+    models.flatten_params(node.model, out=params)
+    return total_loss.item() / tau
+
+
+# -----------------------------------------------------------------------------
+# Multi-Walk
+
+class Aggregator:
+    """Node 0's state: the global model x and, per walk, the snapshot s_r it left with."""
+    def __init__(self, x0, num_walks):
+        self.global_model = x0.detach().clone()
+        self.snapshots = [x0.detach().clone() for _ in range(num_walks)]
+        self.num_walks = num_walks
+
+
+def merge_at_aggregator(agg, walk_id, walk_model):
+    """After node 0's own tau steps on walk r: x <- x + (u_r - s_r)/R, then s_r <- x
+    and u_r <- x, so every walk leaves node 0 carrying the latest global model."""
+    x, snapshot = agg.global_model, agg.snapshots[walk_id]
+    x.add_(walk_model.to(x.device, x.dtype) - snapshot, alpha=1.0 / agg.num_walks)
+    snapshot.copy_(x)
+    walk_model.copy_(x)
+
+
+def next_node(graph, node, seed, walk_id, hop, laziness=0.0):
+    """Hop `hop` of walk `walk_id` leaving `node`: a pure function of (seed, walk, hop), never of timing."""
+    return graphs.mh_next_node(graph, node, np.random.default_rng([seed, walk_id, hop]), laziness=laziness)
+
+
+def walk_route(graph, walk_id, num_visits, seed, laziness=0.0):
+    """The nodes walk `walk_id` visits, in order; walk r starts at node r."""
+    route = [walk_id]
+    for hop in range(num_visits - 1):
+        route.append(next_node(graph, route[-1], seed, walk_id, hop, laziness))
+    return route
+
+
+def walk_budget(max_iterations, num_walkers, walker):
+    """Share of an iteration budget for one walk (MW) or node (gossip); None if unbounded."""
+    if not max_iterations:
+        return None
+    return max_iterations // num_walkers + (walker < max_iterations % num_walkers)
+
+
+# -----------------------------------------------------------------------------
+# Asynchronous Gossip
+
+def gossip_partner(passive_neighbors, rng):
+    """An active node's uniform choice among its passive neighbours."""
+    return passive_neighbors[int(rng.integers(len(passive_neighbors)))]
+
+
+def gossip_average(live, sent, received):
+    """Pairwise averaging: live <- live + (received - sent)/2. `sent` is the model
+    this node sent; any local delta added to `live` since then is kept, so the
+    result is (x_i + x_j)/2 plus the deltas that landed meanwhile."""
+    live.add_(received.to(live.device, live.dtype) - sent, alpha=0.5)
+
+
+def apply_delta(live, before, after):
+    """Add a local update computed from the stale copy `before` to the live model
+    (AD-PSGD: the delta lands after whatever averaging happened meanwhile)."""
+    live.add_(after - before)

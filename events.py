@@ -1,0 +1,67 @@
+"""
+The one event logger: a JSON line per event, flushed line by line, and the one
+place that counts iterations, transfers and bytes (the paper's x-axes, SPEC §5).
+Real runs and the simulator both write through it; plots and reports read it back.
+"""
+import glob
+import json
+import os
+import threading
+
+COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges")
+
+
+class EventLog:
+    def __init__(self, path, clock):
+        # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
+        self.clock = clock
+        self.file = open(path, "w", buffering=1)
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.counters["compute_time"] = 0.0
+        self.lock = threading.Lock()  # the compute and the communication thread both log
+
+    def write(self, kind, **fields):
+        with self.lock:
+            self.file.write(json.dumps({"t": round(self.clock(), 6), "type": kind, **fields}) + "\n")
+
+    def update(self, duration, **fields):
+        """One local update (tau SGD steps) finished."""
+        with self.lock:
+            self.counters["iterations"] += 1
+            self.counters["compute_time"] += duration
+        self.write("update", duration=round(duration, 6), **fields)
+
+    def transfer(self, to, nbytes, **fields):
+        """One model sent to rank `to`."""
+        with self.lock:
+            self.counters["transfers"] += 1
+            self.counters["bytes_sent"] += nbytes
+        self.write("transfer", to=to, bytes=nbytes, **fields)
+
+    def self_loop(self, **fields):
+        """An MW hop that stayed at the node: a visit with no transmission."""
+        with self.lock:
+            self.counters["self_loops"] += 1
+        self.write("self_loop", **fields)
+
+    def exchange(self, partner, **fields):
+        """One gossip exchange initiated by this (active) node: two transfers."""
+        with self.lock:
+            self.counters["exchanges"] += 1
+        self.write("exchange", partner=partner, **fields)
+
+    def close(self):
+        self.file.close()
+
+
+def read_events(out_dir):
+    """All events of a run, every rank merged, sorted by time."""
+    events = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "events-rank*.jsonl"))):
+        rank = int(os.path.basename(path)[len("events-rank"):-len(".jsonl")])
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    events.append(dict(json.loads(line), rank=rank))
+    events.sort(key=lambda e: (e["t"], e["rank"]))
+    return events

@@ -1,0 +1,216 @@
+"""
+Asynchronous decentralized learning: Multi-Walk (MW) vs Asynchronous Gossip.
+
+One MPI rank per graph node:
+    mpirun -n 8 python main.py                       # MW, 4 walks, digits, ~1 minute
+    mpirun -n 8 python main.py --algorithm gossip --graph complete
+Every key of `config` below is a command-line flag (underscores become dashes).
+The whole config is validated on every rank before any work starts; a bad
+value prints one line and exits with code 2.
+"""
+import json
+import os
+import sys
+
+# -----------------------------------------------------------------------------
+# the config: every knob of a run, overridden by --key value on the command line
+config = dict(
+    algorithm="mw",          # mw | gossip
+    walks=4,                 # R, number of concurrent random walks (MW)
+    graph="cycle",           # cycle | complete | er | path to a JSON edge list
+    er_p=0.3,                # edge probability of the Erdos-Renyi graph
+    laziness=0.0,            # extra stay probability of the MW walk
+    nodes=0,                 # V; 0 = the MPI world size (the simulator sets it)
+    task="digits",           # digits | synthetic | cifar10 | mnli
+    partition="dirichlet",   # iid | dirichlet
+    alpha=1.0,               # Dirichlet concentration (smaller = more non-iid)
+    tau=5,                   # local SGD steps per visit / per local update
+    lr=0.05,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=1e-4,
+    batch_size=32,
+    warmup_time=5.0,         # seconds of linear LR warm-up (the paper: 120)
+    decay_fractions=[0.75, 0.9],  # LR x0.1 at these fractions of train_time
+    train_time=60.0,         # wall-clock budget in seconds
+    max_iterations=0,        # budget of local updates over all nodes; 0 = none
+    eval_interval=5.0,       # seconds between evaluations at node 0
+    gossip_mode="free",      # free (back-to-back exchanges) | per_update
+    seed=0,
+    out="runs/default",
+    data_dir="data",
+    model_dir="",            # local OPT checkpoint for --task mnli
+    device="auto",           # auto | cpu | cuda
+    save_models=False,       # write the final global model and walk models
+    synthetic_samples=4000,  # size of the synthetic task
+    synthetic_features=32,
+    synthetic_classes=10,
+)
+
+ALGORITHMS = ("mw", "gossip")
+PARTITIONS = ("iid", "dirichlet")
+GOSSIP_MODES = ("free", "per_update")
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("digits", "synthetic", "cifar10", "mnli")
+
+
+class ConfigError(ValueError):
+    """A bad command line or config value; the message is one line."""
+
+
+def _convert(key, text, default):
+    """Parse a flag's text to the type of its default value."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"--{key.replace('_', '-')} must be {kind.__name__}, got {text!r}") from None
+
+
+def parse_config(argv, check_paths=True):
+    """Return a validated copy of `config` with command-line overrides applied."""
+    cfg = dict(config)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}; flags look like --walks 4")
+        name, _, inline = arg[2:].partition("=")
+        key = name.replace("-", "_")
+        if key not in cfg:
+            allowed = ", ".join("--" + k.replace("_", "-") for k in config)
+            raise ConfigError(f"unknown flag --{name}; allowed: {allowed}")
+        values = [inline] if inline else []
+        i += 1
+        while i < len(argv) and not argv[i].startswith("--") and (not values or isinstance(config[key], list)):
+            values.append(argv[i])
+            i += 1
+        if isinstance(config[key], list):
+            cfg[key] = [_convert(key, v, 0.0) for v in values]
+        elif len(values) != 1:
+            raise ConfigError(f"--{name} needs one value")
+        else:
+            cfg[key] = _convert(key, values[0], config[key])
+    validate_config(cfg, check_paths)
+    return cfg
+
+
+def _one_of(cfg, key, allowed):
+    if cfg[key] not in allowed:
+        raise ConfigError(f"{key} {cfg[key]!r} is not one of {', '.join(allowed)}")
+
+
+def validate_config(cfg, check_paths=True):
+    """Checks that need no MPI and no data; graph and data checks come in build_run."""
+    unknown = set(cfg) - set(config)
+    if unknown:
+        raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}")
+    _one_of(cfg, "algorithm", ALGORITHMS)
+    _one_of(cfg, "task", TASKS)
+    _one_of(cfg, "partition", PARTITIONS)
+    _one_of(cfg, "gossip_mode", GOSSIP_MODES)
+    _one_of(cfg, "device", DEVICES)
+    if cfg["graph"] not in ("cycle", "complete", "er") and not cfg["graph"].endswith(".json"):
+        raise ConfigError(f"graph {cfg['graph']!r} is not one of cycle, complete, er, or a .json edge-list file")
+    positive = dict(alpha=cfg["alpha"], lr=cfg["lr"], train_time=cfg["train_time"],
+                    eval_interval=cfg["eval_interval"], batch_size=cfg["batch_size"])
+    for key, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"{key} must be > 0, got {value}")
+    if cfg["tau"] < 1:
+        raise ConfigError(f"tau must be >= 1, got {cfg['tau']}")
+    if cfg["walks"] < 1:
+        raise ConfigError(f"walks must be >= 1, got {cfg['walks']}")
+    if not 0 < cfg["er_p"] <= 1:
+        raise ConfigError(f"er_p must be in (0, 1], got {cfg['er_p']}")
+    if not 0 <= cfg["laziness"] < 1:
+        raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
+    for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes"):
+        if cfg[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
+    if any(not 0 < f < 1 for f in cfg["decay_fractions"]):
+        raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
+    if check_paths:
+        if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
+            raise ConfigError(f"graph file {cfg['graph']} does not exist")
+        if cfg["task"] in ("cifar10", "mnli") and not os.path.isdir(cfg["data_dir"]):
+            raise ConfigError(f"data_dir {cfg['data_dir']} does not exist (task {cfg['task']} reads its data from it)")
+        if cfg["task"] == "mnli" and not os.path.isdir(cfg["model_dir"]):
+            raise ConfigError(f"model_dir {cfg['model_dir']!r} does not exist (task mnli loads a local OPT checkpoint from it)")
+
+
+def build_run(cfg, num_nodes):
+    """Graph, data partition and plan: identical on every rank, from the seed alone."""
+    import graphs
+    import data
+    if cfg["nodes"] and cfg["nodes"] != num_nodes:
+        raise ConfigError(f"nodes {cfg['nodes']} differs from the {num_nodes} MPI ranks; launch with mpirun -n {cfg['nodes']}")
+    cfg["nodes"] = num_nodes
+    if cfg["walks"] > num_nodes:
+        raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+    graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
+    gossip = graphs.gossip_graph(graph, cfg["graph"]) if cfg["algorithm"] == "gossip" else None
+    task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
+                                    synthetic_samples=cfg["synthetic_samples"],
+                                    synthetic_features=cfg["synthetic_features"],
+                                    synthetic_classes=cfg["synthetic_classes"])
+    shards = data.partition_indices(task_data.partition_labels, num_nodes, cfg["partition"], cfg["alpha"], cfg["seed"])
+    return dict(graph=graph, gossip=gossip, task_data=task_data, shards=shards)
+
+
+def plan_text(cfg, run):
+    import graphs
+    import data
+    stats = graphs.graph_stats(run["graph"], cfg["laziness"])
+    what = f"MW-{cfg['walks']}" if cfg["algorithm"] == "mw" else f"gossip ({cfg['gossip_mode']})"
+    hist = data.class_histogram(run["task_data"].partition_labels, run["shards"], run["task_data"].num_classes)
+    return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, diameter {stats['diameter']}, "
+            f"spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}), task {cfg['task']}, "
+            f"{cfg['partition']} alpha={cfg['alpha']}, tau={cfg['tau']}, budget {cfg['train_time']:g}s"
+            + (f" / {cfg['max_iterations']} iterations" if cfg["max_iterations"] else "")
+            + f"\nper-node shard classes:\n{data.format_histogram(hist)}")
+
+
+def main(argv):
+    from mpi4py import MPI
+    comm = MPI.COMM_WORLD
+    error, cfg, run = None, None, None
+    try:
+        cfg = parse_config(argv)
+        run = build_run(cfg, comm.Get_size())
+    except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
+        error = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # Every rank checks (data may be missing on one node only); all agree before any work.
+    from distributed_training import polite_barrier
+    polite_barrier(comm)
+    errors = comm.allgather(error)
+    if any(errors):
+        if comm.Get_rank() == 0:
+            seen = {}
+            for rank, message in enumerate(errors):
+                if message:
+                    seen.setdefault(message, []).append(rank)
+            for message, ranks in seen.items():
+                where = "" if len(ranks) == comm.Get_size() else f" (rank {', '.join(map(str, ranks))})"
+                print(f"error: {message}{where}", file=sys.stderr, flush=True)
+        return 2
+    if comm.Get_rank() == 0:
+        os.makedirs(cfg["out"], exist_ok=True)
+        with open(os.path.join(cfg["out"], "config.json"), "w") as f:
+            json.dump(cfg, f, indent=2)
+        print(plan_text(cfg, run), flush=True)
+    import distributed_training
+    distributed_training.train(comm, cfg, run)
+    if comm.Get_rank() == 0:
+        print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
