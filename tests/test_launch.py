@@ -1,5 +1,5 @@
 """The multi-node launch files: the Kubeflow MPIJob manifests, the Dockerfile,
-the MPI hostfile and the commands of docs/LAUNCH.md.
+the MPI hostfile and the README commands that run main.py.
 
 Every `python main.py ...` they contain must be accepted by main.parse_config
 (paths not checked: they live on the cluster), mpirun's -n must match the
@@ -301,12 +301,12 @@ def test_hydra_reads_the_hostfile(tmp_path):
 
 
 def doc_commands():
-    """The shell commands of docs/LAUNCH.md's code blocks that run main.py (continuations joined)."""
-    text = (ROOT / "docs" / "LAUNCH.md").read_text()
+    """The multi-node commands (mpirun with a hostfile) of the README's code blocks that run main.py."""
+    text = (ROOT / "README.md").read_text()
     commands = []
     for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
-            if "main.py" in line:
+            if "main.py" in line and "hostfile" in line:
                 commands.append(line.strip())
     return commands
 
