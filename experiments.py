@@ -6,6 +6,7 @@ other through mpirun, then the paper's figures and REPORT.md from the finished r
     python experiments.py paper --data-dir /data/cifar-10-batches-py    # the paper's grid, GPU cluster
     python experiments.py report cpu               # figures + REPORT.md from the runs that exist
     python experiments.py list paper --only cycle  # the runs of a preset, done or not
+    python experiments.py paper --only cycle --mpirun "mpirun -f hosts"   # a share of the grid, on a cluster
 
 Run r of preset P writes runs/P/<r>/ (config.json, events-rank*.jsonl, summary.json,
 plus stdout.log, stderr.log and launch.json from this runner). A run is done when
@@ -16,6 +17,7 @@ goes on; the exit code is 1 if any run failed. The report goes to reports/P/.
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -82,15 +84,15 @@ def argv_of(flags):
     return argv
 
 
-def check_runs(runs):
+def check_runs(runs, mpirun):
     """The checks every rank of main.py makes before training, once here for the whole grid,
     so a missing dataset or graph file fails now and not after hours of earlier runs.
     Returns None or a one-line error."""
     import data
     import graphs
     import main
-    if not shutil.which("mpirun"):
-        return "mpirun is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
+    if not shutil.which(shlex.split(mpirun)[0]):
+        return f"{shlex.split(mpirun)[0]} is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
     checked = set()
     try:
         for run in runs:
@@ -111,11 +113,11 @@ def check_runs(runs):
     return None
 
 
-def launch(run, out, preset):
+def launch(run, out, preset, mpirun):
     """One mpirun; returns (exit code or 'timeout', seconds). launch.json records how it went."""
     shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
     os.makedirs(out)
-    command = ["mpirun", "-n", str(run["nodes"]), sys.executable, MAIN] + argv_of(run["flags"]) + ["--out", out]
+    command = shlex.split(mpirun) + ["-n", str(run["nodes"]), sys.executable, MAIN] + argv_of(run["flags"]) + ["--out", out]
     timeout = run["flags"]["train_time"] + preset["startup_allowance"]
     load_before, started = os.getloadavg()[0], time.time()
     with open(os.path.join(out, "stdout.log"), "w") as stdout, open(os.path.join(out, "stderr.log"), "w") as stderr:
@@ -144,10 +146,10 @@ def stderr_tail(out, lines=5):
     return "\n".join("    " + line for line in tail) or "    (stderr is empty)"
 
 
-def run_grid(name, preset, runs, runs_dir):
+def run_grid(name, preset, runs, runs_dir, mpirun):
     """Runs every run not yet done; returns the number that failed."""
     todo = [run for run in runs if not plots.is_complete(os.path.join(runs_dir, run["name"]))]
-    error = check_runs(todo) if todo else None
+    error = check_runs(todo, mpirun) if todo else None
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -159,7 +161,7 @@ def run_grid(name, preset, runs, runs_dir):
         if run not in todo:
             print(f"{head}: done, skipped", flush=True)
             continue
-        code, seconds = launch(run, out, preset)
+        code, seconds = launch(run, out, preset, mpirun)
         if code == 0 and plots.is_complete(out):
             with open(os.path.join(out, "summary.json")) as f:
                 s = json.load(f)
@@ -201,6 +203,7 @@ def main(argv=None):
     parser.add_argument("--report-dir", default=None, help="REPORT.md and figures/ (default reports/<preset>)")
     parser.add_argument("--data-dir", default=None, help="main.py's --data-dir for every run (CIFAR-10 batches)")
     parser.add_argument("--only", default=None, help="only the runs whose name contains this text")
+    parser.add_argument("--mpirun", default="mpirun", help="the launcher and its options, e.g. 'mpirun -f hosts'")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     runs_dir = os.path.join(args.runs_dir, args.preset)
@@ -212,9 +215,9 @@ def main(argv=None):
     if args.command == "list":
         for run in runs:
             done = "done" if plots.is_complete(os.path.join(runs_dir, run["name"])) else "todo"
-            print(f"{done}  {run['name']}: mpirun -n {run['nodes']} python main.py {' '.join(argv_of(run['flags']))}")
+            print(f"{done}  {run['name']}: {args.mpirun} -n {run['nodes']} python main.py {' '.join(argv_of(run['flags']))}")
         return 0
-    failed = run_grid(args.preset, preset, runs, runs_dir) if args.command == "run" else 0
+    failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun) if args.command == "run" else 0
     code = make_report(args.preset, preset, runs, runs_dir, report_dir)
     return 1 if failed else code
 
