@@ -13,7 +13,6 @@ the parameters. CUDA models are staged through pinned host memory.
 Idle loops poll MPI with an exponential back-off: ranks share few cores.
 """
 import heapq
-import json
 import os
 import threading
 import time
@@ -24,7 +23,7 @@ from mpi4py import MPI
 
 import algorithms
 import models
-from events import COUNTERS, EventLog
+from events import EventLog, write_summary
 
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS = range(1, 8)
 HEADER_WORDS = 2       # walk messages: (walk_id, visits done); exchange messages: unused
@@ -449,15 +448,7 @@ def train(comm, cfg, run):
         loss, accuracy = evaluator(final_model)
         if cfg["save_models"]:
             torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
-        totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
-        summary = dict(algorithm=cfg["algorithm"], nodes=comm.Get_size(), walks=cfg["walks"], graph=cfg["graph"],
-                       tau=cfg["tau"], gossip_mode=cfg["gossip_mode"], task=cfg["task"],
-                       model_bytes=4 * final_model.numel(), wall_time_s=wall_time,
-                       final_test_accuracy=accuracy, final_test_loss=loss, **totals,
-                       network_average_test_accuracy=average_accuracy, complete=True)
-        with open(os.path.join(cfg["out"], "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
-              f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {accuracy:.4f}", flush=True)
+        write_summary(cfg["out"], cfg, counters, "mpi", 4 * final_model.numel(), wall_time, accuracy, loss,
+                      average_accuracy)
     log.close()
     polite_barrier(comm)

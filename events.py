@@ -54,6 +54,22 @@ class EventLog:
         self.file.close()
 
 
+def write_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_test_accuracy, final_test_loss,
+                  network_average_test_accuracy=None):
+    """summary.json of a finished run, from every node's counters; the MPI engine and the simulator share it."""
+    totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
+    summary = dict(algorithm=cfg["algorithm"], backend=backend, nodes=len(counters), walks=cfg["walks"],
+                   graph=cfg["graph"], tau=cfg["tau"], gossip_mode=cfg["gossip_mode"], task=cfg["task"],
+                   model_bytes=model_bytes, wall_time_s=wall_time, final_test_accuracy=final_test_accuracy,
+                   final_test_loss=final_test_loss, **totals,
+                   network_average_test_accuracy=network_average_test_accuracy, complete=True)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
+          f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_test_accuracy:.4f}", flush=True)
+    return summary
+
+
 def read_events(out_dir):
     """All events of a run, every rank merged, sorted by time."""
     events = []

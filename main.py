@@ -45,12 +45,19 @@ config = dict(
     synthetic_samples=4000,  # size of the synthetic task
     synthetic_features=32,
     synthetic_classes=10,
+    # the simulator only (simulate.py): virtual time instead of wall-clock time
+    compute_time_dist="exponential",  # fixed | exponential | measured (wall time of the real update)
+    compute_time_mean=0.025,  # seconds of virtual time per local update
+    bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
+    latency=1e-4,             # seconds per transfer
+    skip_updates=False,       # advance the virtual clock without running SGD (pure timing studies)
 )
 
 ALGORITHMS = ("mw", "gossip")
 PARTITIONS = ("iid", "dirichlet")
 GOSSIP_MODES = ("free", "per_update")
 DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TIME_DISTS = ("fixed", "exponential", "measured")
 TASKS = ("digits", "synthetic", "cifar10", "mnli")
 
 
@@ -116,10 +123,12 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
     _one_of(cfg, "device", DEVICES)
+    _one_of(cfg, "compute_time_dist", COMPUTE_TIME_DISTS)
     if cfg["graph"] not in ("cycle", "complete", "er") and not cfg["graph"].endswith(".json"):
         raise ConfigError(f"graph {cfg['graph']!r} is not one of cycle, complete, er, or a .json edge-list file")
     positive = dict(alpha=cfg["alpha"], lr=cfg["lr"], train_time=cfg["train_time"],
-                    eval_interval=cfg["eval_interval"], batch_size=cfg["batch_size"])
+                    eval_interval=cfg["eval_interval"], batch_size=cfg["batch_size"],
+                    compute_time_mean=cfg["compute_time_mean"], bandwidth=cfg["bandwidth"])
     for key, value in positive.items():
         if not value > 0:
             raise ConfigError(f"{key} must be > 0, got {value}")
@@ -131,11 +140,13 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"er_p must be in (0, 1], got {cfg['er_p']}")
     if not 0 <= cfg["laziness"] < 1:
         raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
-    for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes"):
+    for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
     if any(not 0 < f < 1 for f in cfg["decay_fractions"]):
         raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
+    if cfg["skip_updates"] and cfg["compute_time_dist"] == "measured":
+        raise ConfigError("compute_time_dist measured times real updates, so it cannot be combined with skip_updates")
     if check_paths:
         if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
             raise ConfigError(f"graph file {cfg['graph']} does not exist")

@@ -1,0 +1,145 @@
+"""The virtual-clock simulator: determinism, agreement with the MPI engine, and the
+exponential-delay scaling laws time(T iterations) = T m / R (MW) and T m / V (gossip)."""
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+import main
+import simulate
+from events import read_events
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny models: one BLAS thread is fastest and keeps the suite from oversubscribing the cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def simulate_run(out, *flags):
+    cfg = main.parse_config([*flags, "--out", str(out)])
+    return simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+
+
+def event_files(out):
+    return {name: open(os.path.join(out, name), "rb").read()
+            for name in sorted(os.listdir(out)) if name.startswith("events-rank")}
+
+
+@pytest.mark.parametrize("algorithm", ["mw", "gossip"])
+def test_one_seed_gives_byte_identical_event_logs(tmp_path, algorithm):
+    flags = ["--algorithm", algorithm, "--nodes", "6", "--walks", "3", "--graph", "er", "--task", "synthetic",
+             "--synthetic-samples", "600", "--max-iterations", "60", "--eval-interval", "0.05"]
+    simulate_run(tmp_path / "a", *flags, "--seed", "5")
+    simulate_run(tmp_path / "b", *flags, "--seed", "5")
+    simulate_run(tmp_path / "c", *flags, "--seed", "6")
+    first, again, other = (event_files(tmp_path / name) for name in "abc")
+    assert len(first) == 6 and sum(map(len, first.values())) > 0
+    assert first == again
+    assert first != other
+
+
+def per_walk(out):
+    """Each walk's route (visit -> node) and counters, from a run's events."""
+    routes, counters = {}, Counter()
+    for e in read_events(out):
+        if e["type"] == "update":
+            routes.setdefault(e["walk"], {})[e["visit"]] = e["rank"]
+        if e["type"] in ("update", "transfer", "self_loop"):
+            counters[e["walk"], e["type"]] += 1
+        if e["type"] == "retire":
+            counters[e["walk"], "retired_after"] += e["visits"]
+    return routes, counters
+
+
+@pytest.mark.parametrize("graph", [pytest.param("cycle", marks=pytest.mark.slow), "er"])
+def test_routes_and_counters_match_the_mpi_engine(tmp_path, graph):
+    flags = ["--walks", "2", "--graph", graph, "--task", "digits", "--max-iterations", "40", "--train-time", "600",
+             "--eval-interval", "600", "--seed", "3"]
+    real = subprocess.run(["mpirun", "-n", "4", sys.executable, "main.py", *flags, "--out", str(tmp_path / "mpi")],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert real.returncode == 0, real.stderr[-2000:]
+    simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
+    real_routes, real_counters = per_walk(tmp_path / "mpi")
+    sim_routes, sim_counters = per_walk(tmp_path / "sim")
+    assert sorted(real_routes) == [0, 1]
+    assert all(sorted(route) == list(range(20)) for route in real_routes.values())  # 40 visits split over 2 walks
+    assert sim_routes == real_routes
+    assert sim_counters == real_counters
+    if graph == "er":  # the ER draw has unequal degrees, so MH rejections: visits without a transfer
+        assert sum(n for (_, kind), n in real_counters.items() if kind == "self_loop") > 0
+
+
+def time_to_iterations(out, iterations):
+    """Virtual time at which the network finished its `iterations`-th local update."""
+    times = sorted(e["t"] for e in read_events(out) if e["type"] == "update")
+    return times[iterations - 1]
+
+
+TIMING_ONLY = ["--skip-updates", "true", "--compute-time-dist", "exponential", "--compute-time-mean", "0.02",
+               "--bandwidth", "1e15", "--latency", "0", "--train-time", "1e9", "--eval-interval", "1e9"]
+
+
+@pytest.mark.parametrize("walks", [1, 2, 4])
+def test_mw_time_to_t_iterations_is_t_m_over_r(tmp_path, walks):
+    # complete graph on 100 nodes: walks rarely queue behind each other, so the model's T m / R should hold
+    target = 4000
+    simulate_run(tmp_path, *TIMING_ONLY, "--nodes", "100", "--graph", "complete", "--walks", str(walks),
+                 "--max-iterations", str(2 * target))
+    assert time_to_iterations(tmp_path, target) / (target * 0.02 / walks) == pytest.approx(1, abs=0.1)
+
+
+@pytest.mark.parametrize("nodes", [10, 20, 40])
+def test_gossip_time_to_t_iterations_is_t_m_over_v(tmp_path, nodes):
+    target = 4000
+    simulate_run(tmp_path, *TIMING_ONLY, "--algorithm", "gossip", "--gossip-mode", "per_update", "--nodes", str(nodes),
+                 "--graph", "complete", "--max-iterations", str(2 * target))
+    assert time_to_iterations(tmp_path, target) / (target * 0.02 / nodes) == pytest.approx(1, abs=0.1)
+
+
+def test_train_time_and_evaluations_run_on_virtual_time(tmp_path):
+    summary = simulate_run(tmp_path, "--nodes", "8", "--walks", "3", "--task", "synthetic", "--synthetic-samples", "600",
+                           "--compute-time-dist", "fixed", "--compute-time-mean", "0.1", "--train-time", "2",
+                           "--eval-interval", "0.5")
+    events = read_events(tmp_path)
+    updates = [e for e in events if e["type"] == "update"]
+    assert all(e["duration"] == 0.1 for e in updates)
+    assert max(e["t"] for e in updates) <= 2 + 0.1 + 1e-9  # an update started before train_time may finish after it
+    retired = [e for e in events if e["type"] == "retire"]
+    assert sorted(e["walk"] for e in retired) == [0, 1, 2] and all(e["t"] >= 2 for e in retired)
+    evals = [e["t"] for e in events if e["type"] == "eval"]
+    assert evals[:5] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert summary["backend"] == "sim" and summary["iterations"] == len(updates)
+    assert summary["wall_time_s"] == pytest.approx(max(e["t"] for e in retired), abs=1e-6)
+
+
+def test_per_update_gossip_exchanges_once_per_local_update(tmp_path):
+    simulate_run(tmp_path, "--algorithm", "gossip", "--gossip-mode", "per_update", "--nodes", "8", "--graph", "complete",
+                 "--task", "synthetic", "--synthetic-samples", "600", "--max-iterations", "80")
+    events = read_events(tmp_path)
+    for node in range(4):  # K_{4,4}: nodes 0..3 are active
+        updates = sum(e["type"] == "update" and e["rank"] == node for e in events)
+        exchanges = sum(e["type"] == "exchange" and e["rank"] == node for e in events)
+        assert updates - 1 <= exchanges <= updates
+    assert not any(e["type"] == "exchange" and e["rank"] >= 4 for e in events)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--walks", "2"], "needs --nodes"),
+    (["--nodes", "4", "--compute-time-dist", "gamma"], "compute_time_dist"),
+    (["--nodes", "4", "--bandwidth", "0"], "bandwidth must be > 0"),
+    (["--nodes", "4", "--skip-updates", "true", "--compute-time-dist", "measured"], "cannot be combined"),
+    (["--nodes", "4", "--walks", "5"], "exceeds the 4 nodes"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message):
+    assert simulate.simulate_main([*flags, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
