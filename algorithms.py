@@ -3,6 +3,8 @@ The learning rules of Multi-Walk and Asynchronous Gossip (SPEC §1, §2), as pla
 functions of tensors and state. The MPI engine (distributed_training.py) and the
 simulator call exactly these; they know nothing about transport or time.
 """
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,13 +18,14 @@ import models
 # a node: its model (BatchNorm statistics live here), optimizer state and shard
 
 class Node:
-    def __init__(self, node_id, model, optimizer, batches, loss_fn, device):
+    def __init__(self, node_id, model, optimizer, batches, loss_fn, device, emulate_compute=None):
         self.node_id = node_id
         self.model = model
         self.optimizer = optimizer
         self.batches = batches
         self.loss_fn = loss_fn
         self.device = device
+        self.emulate_compute = emulate_compute  # seconds: a local update is a sleep (bench.py)
 
 
 def classification_loss(model, bx, by):
@@ -32,8 +35,11 @@ def classification_loss(model, bx, by):
 def make_node(cfg, run, node_id, device):
     """Build node `node_id`: every node starts from the same seeded model x0."""
     task_data = run["task_data"]
-    model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
-                                seed=cfg["seed"]).to(device)
+    if cfg["emulate_params"]:
+        model = models.FlatBuffer(cfg["emulate_params"]).to(device)
+    else:
+        model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
+                                    seed=cfg["seed"]).to(device)
     if cfg["task"] == "mnli":
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     else:
@@ -44,7 +50,8 @@ def make_node(cfg, run, node_id, device):
     batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node_id],
                                 cfg["batch_size"], seed=cfg["seed"] * 100_003 + node_id,
                                 augment=task_data.augment)
-    return Node(node_id, model, optimizer, batches, classification_loss, device)
+    return Node(node_id, model, optimizer, batches, classification_loss, device,
+                emulate_compute=cfg["emulate_compute"] if cfg["emulate_params"] else None)
 
 
 def lr_at(elapsed, cfg):
@@ -61,6 +68,11 @@ def lr_at(elapsed, cfg):
 def local_update(node, params, tau, lr):
     """tau local SGD steps at `node` starting from the flat vector `params`, which
     is overwritten with the result. The node's optimizer state carries over."""
+    if node.emulate_compute is not None:
+        # emulated compute: the sleep uses no CPU, so a benchmark sees only the engine's own cost
+        time.sleep(node.emulate_compute)
+        params.add_(lr)
+        return 0.0
     models.load_flat_params(node.model, params)
     for group in node.optimizer.param_groups:
         group["lr"] = lr

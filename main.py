@@ -51,6 +51,8 @@ config = dict(
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
     skip_updates=False,       # advance the virtual clock without running SGD (pure timing studies)
+    emulate_params=0,        # > 0: benchmark mode (bench.py), the model is a flat buffer of this many fp32
+    emulate_compute=0.0,     #   parameters and each local update is a sleep of this many seconds
 )
 
 ALGORITHMS = ("mw", "gossip")
@@ -140,9 +142,12 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"er_p must be in (0, 1], got {cfg['er_p']}")
     if not 0 <= cfg["laziness"] < 1:
         raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
-    for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency"):
+    for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency", "emulate_params",
+                "emulate_compute"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
+    if cfg["emulate_compute"] and not cfg["emulate_params"]:
+        raise ConfigError("emulate_compute needs emulate_params > 0 (the size of the emulated model)")
     if any(not 0 < f < 1 for f in cfg["decay_fractions"]):
         raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
     if cfg["skip_updates"] and cfg["compute_time_dist"] == "measured":

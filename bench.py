@@ -1,0 +1,169 @@
+"""
+How close the MPI engine gets to the ideal: its overhead, measured end to end.
+
+    python bench.py          # about 4 minutes on 2 cores; a table, then one JSON line of ratios
+
+- engine efficiency: every local update is a sleep of --compute seconds and the model a flat
+  buffer of --params fp32 values (main.py --emulate-compute / --emulate-params). A sleep uses no
+  CPU, so what is lost is the engine's own cost (polling, copies, Python, thread hand-offs).
+  Achieved local updates per second in the steady window (the run minus --trim seconds at either
+  end) / ideal, where ideal is R/t for MW-R and V/t for gossip's compute.
+- hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
+  seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message.
+- counters: transfers and bytes from the events / the formula (MW: updates - self loops; gossip:
+  2 x exchanges; bytes: transfers x model bytes), and the summary's totals / the events'. Exactly 1.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from events import read_events
+
+RESNET20_PARAMS = 272_474
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_engine(args, name, nodes, extra, train_time, compute):
+    """One `mpirun main.py` run in emulation mode; returns its out dir."""
+    out = os.path.join(args.out, name)
+    cmd = ["mpirun", "-n", str(nodes), sys.executable, os.path.join(HERE, "main.py"), "--graph", "complete",
+           "--emulate-params", str(args.params), "--emulate-compute", str(compute),
+           "--train-time", str(train_time), "--seed", str(args.seed), "--out", out] + extra
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=train_time + 300)
+    if done.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd)} failed with code {done.returncode}:\n{done.stderr[-2000:]}")
+    return out
+
+
+def steady_rate(events, kind, train_time, trim):
+    """Events of `kind` per second in [trim, train_time - trim]: no start-up, no wind-down."""
+    low, high = trim, train_time - trim
+    return sum(1 for e in events if e["type"] == kind and low <= e["t"] < high) / (high - low)
+
+
+def counter_check(out):
+    """(transfers from events, formula), (bytes from events, formula), [(summary total, events total)]."""
+    events = read_events(out)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    count = {kind: sum(1 for e in events if e["type"] == kind)
+             for kind in ("update", "transfer", "self_loop", "exchange")}
+    sent = sum(e["bytes"] for e in events if e["type"] == "transfer")
+    if summary["algorithm"] == "mw":  # a walk leaves after every visit except a self loop; it retires on arrival
+        transfers = count["update"] - count["self_loop"]
+    else:  # each exchange moves one model each way
+        transfers = 2 * count["exchange"]
+    agreement = [(summary["iterations"], count["update"]), (summary["transfers"], count["transfer"]),
+                 (summary["bytes_sent"], sent), (summary["self_loops"], count["self_loop"]),
+                 (summary["exchanges"], count["exchange"])]
+    return (count["transfer"], transfers), (sent, transfers * summary["model_bytes"]), agreement
+
+
+def worst_ratio(pairs):
+    """The measured/expected ratio farthest from 1 (an empty expected count is 1 only if measured is too)."""
+    ratios = [measured / expected if expected else float(measured == 0) for measured, expected in pairs]
+    return max(ratios, key=lambda r: abs(r - 1))
+
+
+def pingpong(seconds, num_params):
+    """Raw mpi4py ping-pong between ranks 0 and 1 of the engine's walk message; prints s per one-way message."""
+    import numpy as np
+    from mpi4py import MPI
+    from distributed_training import HEADER_WORDS
+    comm, rank = MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank()
+    message = np.zeros(HEADER_WORDS * 8 + 4 * num_params, dtype=np.uint8)
+    other = 1 - rank
+
+    def round_trip():
+        if rank == 0:
+            comm.Send(message, other)
+            comm.Recv(message, other)
+        else:
+            comm.Recv(message, other)
+            comm.Send(message, other)
+
+    for _ in range(20):  # warm-up: connection set-up, page faults
+        round_trip()
+    trips, started = 0, time.perf_counter()
+    while True:
+        stop = comm.bcast(time.perf_counter() - started >= seconds)  # rank 0's clock decides for both
+        if stop:
+            break
+        for _ in range(10):
+            round_trip()
+        trips += 10
+    if rank == 0:
+        print((time.perf_counter() - started) / (2 * trips))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=8, help="V for the efficiency rows")
+    parser.add_argument("--walks", type=int, nargs="*", default=[1, 2, 4, 8], help="R of the MW rows")
+    parser.add_argument("--gossip", action=argparse.BooleanOptionalAction, default=True, help="the gossip row")
+    parser.add_argument("--compute", type=float, default=0.1, help="seconds of one emulated local update")
+    parser.add_argument("--params", type=int, default=RESNET20_PARAMS, help="fp32 parameters of the model")
+    parser.add_argument("--train-time", type=float, default=20.0, help="seconds per efficiency run")
+    parser.add_argument("--hop-time", type=float, default=10.0, help="seconds of the hop run and of the ping-pong")
+    parser.add_argument("--trim", type=float, default=1.0, help="seconds left out at either end of a run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--pingpong", action="store_true", help=argparse.SUPPRESS)  # internal: the mpirun child
+    args = parser.parse_args()
+    if args.pingpong:
+        return pingpong(args.hop_time, args.params)
+
+    started, load_before = time.time(), os.getloadavg()[0]
+    rows, result, counted = [], {}, []
+    for walks in args.walks:
+        out = run_engine(args, f"mw{walks}", args.nodes, ["--algorithm", "mw", "--walks", str(walks)],
+                         args.train_time, args.compute)
+        rate, ideal = steady_rate(read_events(out), "update", args.train_time, args.trim), walks / args.compute
+        rows.append((f"MW-{walks} efficiency", f"{rate:.2f} updates/s", f"{ideal:.2f} updates/s", rate / ideal))
+        result[f"mw{walks}_efficiency"] = rate / ideal
+        counted.append(("MW", out))
+    if args.gossip:
+        out = run_engine(args, "gossip", args.nodes, ["--algorithm", "gossip"], args.train_time, args.compute)
+        rate, ideal = steady_rate(read_events(out), "update", args.train_time, args.trim), args.nodes / args.compute
+        rows.append(("gossip efficiency", f"{rate:.2f} updates/s", f"{ideal:.2f} updates/s", rate / ideal))
+        result["gossip_efficiency"] = rate / ideal
+        counted.append(("gossip", out))
+
+    out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
+    hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
+    counted.append(("MW", out))
+    cmd = ["mpirun", "-n", "2", sys.executable, os.path.abspath(__file__), "--pingpong",
+           "--params", str(args.params), "--hop-time", str(args.hop_time)]
+    one_way = float(subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                   timeout=args.hop_time + 300).stdout.split()[-1])
+    rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong", hop / one_way))
+    result["hop_overhead"] = hop / one_way
+
+    for family in ("MW", "gossip"):
+        checks = [counter_check(out) for name, out in counted if name == family]
+        if not checks:
+            continue
+        for i, what in enumerate(("transfers", "bytes")):
+            pairs = [check[i] for check in checks]
+            measured, expected = sum(m for m, _ in pairs), sum(e for _, e in pairs)
+            rows.append((f"{family} {what} (events / formula)", str(measured), str(expected), worst_ratio(pairs)))
+            result[f"counter_{family.lower()}_{what}"] = worst_ratio(pairs)
+    agreement = [pair for _, out in counted for pair in counter_check(out)[2]]
+    rows.append(("summary totals / events", "", "", worst_ratio(agreement)))
+    result["counter_summary"] = worst_ratio(agreement)
+
+    print(f"engine benchmark: V={args.nodes}, t={args.compute:g}s emulated compute, {args.params:,} fp32 params, "
+          f"{args.train_time:g}s runs; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after; "
+          f"{time.time() - started:.0f}s")
+    print(f"| {'row':<36} | {'measured':>20} | {'ideal / expected':>20} | {'ratio':>6} |")
+    print(f"|{'-' * 38}|{'-' * 22}|{'-' * 22}|{'-' * 8}|")
+    for name, measured, ideal, ratio in rows:
+        print(f"| {name:<36} | {measured:>20} | {ideal:>20} | {ratio:6.3f} |")
+    print(json.dumps({key: round(value, 4) for key, value in result.items()}))
+
+
+if __name__ == "__main__":
+    main()
