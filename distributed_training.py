@@ -9,7 +9,8 @@ Every rank runs two threads:
     walks and exchange requests, sends models, and answers a passive gossip node's
     exchanges while that node computes.
 A model travels as one contiguous host buffer: a small int64 header followed by
-the parameters. CUDA models are staged through pinned host memory.
+the parameters, in fp32 or (--transfer-dtype bfloat16) bf16; averaging and merging
+always run in fp32. CUDA models are staged through pinned host memory.
 Idle loops poll MPI with an exponential back-off: ranks share few cores.
 """
 import heapq
@@ -29,6 +30,7 @@ from events import COUNTERS, EventLog
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS = range(1, 8)
 HEADER_WORDS = 2       # walk messages: (walk_id, visits done); exchange messages: unused
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
+TRANSFER_DTYPES = dict(float32=torch.float32, bfloat16=torch.bfloat16)
 
 
 class Backoff:
@@ -48,6 +50,12 @@ def polite_barrier(comm):
     """A barrier that sleeps while it waits: MPI's blocking collectives spin, and a
     spinning rank steals the core that a slower rank still needs to catch up."""
     wait(comm.Ibarrier(), Backoff(high=0.01))
+
+
+def transfer_format(cfg, num_params):
+    """The dtype models travel in, and the bytes one model transfer counts: itemsize x parameters."""
+    dtype = TRANSFER_DTYPES[cfg["transfer_dtype"]]
+    return dtype, dtype.itemsize * num_params
 
 
 class ModelBuffer:
@@ -157,8 +165,7 @@ class Evaluator:
     """Periodic test evaluation at one node; prints the progress line."""
     def __init__(self, cfg, run, node, log, progress, clock):
         self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
-        task_data = run["task_data"]
-        self.test_x, self.test_y = task_data.test_x.to(node.device), task_data.test_y.to(node.device)
+        self.evaluate = algorithms.make_evaluate(cfg, run, node)
         self.next_time, self.model_bytes = 0.0, None
 
     def due(self):
@@ -169,7 +176,7 @@ class Evaluator:
 
     def __call__(self, params, model="node0", quiet=False):
         models.load_flat_params(self.node.model, params)
-        loss, accuracy = models.evaluate(self.node.model, self.test_x, self.test_y)
+        loss, accuracy = self.evaluate(self.node.model)
         iterations, transfers, nbytes = (int(v) for v in self.progress.totals())
         self.log.write("eval", model=model, test_loss=loss, test_accuracy=accuracy,
                        iterations_seen=iterations, bytes_seen=nbytes)
@@ -264,8 +271,8 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
     graph, tau, seed = run["graph"], cfg["tau"], cfg["seed"]
     x0 = models.flatten_params(node.model)
     num_params = x0.numel()
-    model_bytes = 4 * num_params
-    pool = BufferPool(num_params, torch.float32, pin=node.device.type == "cuda")
+    dtype, model_bytes = transfer_format(cfg, num_params)
+    pool = BufferPool(num_params, dtype, pin=node.device.type == "cuda")
     queue, outbox, stop = WalkQueue(), [], threading.Event()
     aggregator = algorithms.Aggregator(x0, num_walks) if rank == 0 else None
     if rank < num_walks:  # walk r starts at node r, carrying x0
@@ -273,6 +280,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
         buf.header[:] = torch.tensor([rank, 0])
         buf.params.copy_(x0)
         queue.put(rank, buf)
+    del x0  # the walk and the aggregator hold their own copies; for OPT-125M this frees 0.5 GB
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
@@ -339,12 +347,13 @@ def gossip_exchange_active(comm, live, partner, sendbuf, recvbuf, backoff, progr
         algorithms.gossip_average(live.params, sent, recvbuf.params)
 
 
-def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits, model_bytes):
+def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits):
     rank = comm.Get_rank()
     graph, active_nodes = run["gossip"]
     neighbors = sorted(graph.neighbors(rank))
-    sendbuf = ModelBuffer(live.params.numel(), torch.float32, pin=live.params.is_cuda)
-    recvbuf = ModelBuffer(live.params.numel(), torch.float32, pin=live.params.is_cuda)
+    dtype, model_bytes = transfer_format(cfg, live.params.numel())
+    sendbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
+    recvbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
     backoff, status = Backoff(), MPI.Status()
     if rank in active_nodes:
         rng = np.random.default_rng([cfg["seed"], 1, rank])  # partner choices, independent of timing
@@ -385,14 +394,13 @@ def gossip_communication(comm, cfg, run, live, log, progress, compute_done, cred
 def run_gossip(comm, cfg, run, node, log, clock, evaluator):
     rank = comm.Get_rank()
     live = LiveModel(models.flatten_params(node.model))
-    model_bytes = 4 * live.params.numel()
     budget = algorithms.walk_budget(cfg["max_iterations"], comm.Get_size(), rank)
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
     compute_done, credits = threading.Event(), threading.Semaphore(0)
     comm_thread = threading.Thread(target=gossip_communication, name="mpi",
-                                   args=(comm, cfg, run, live, log, progress, compute_done, credits, model_bytes))
+                                   args=(comm, cfg, run, live, log, progress, compute_done, credits))
     comm_thread.start()
     updates = 0
     while clock() < cfg["train_time"] and (budget is None or updates < budget):
@@ -452,7 +460,7 @@ def train(comm, cfg, run):
         totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
         summary = dict(algorithm=cfg["algorithm"], nodes=comm.Get_size(), walks=cfg["walks"], graph=cfg["graph"],
                        tau=cfg["tau"], gossip_mode=cfg["gossip_mode"], task=cfg["task"],
-                       model_bytes=4 * final_model.numel(), wall_time_s=wall_time,
+                       model_bytes=transfer_format(cfg, final_model.numel())[1], wall_time_s=wall_time,
                        final_test_accuracy=accuracy, final_test_loss=loss, **totals,
                        network_average_test_accuracy=average_accuracy, complete=True)
         with open(os.path.join(cfg["out"], "summary.json"), "w") as f:
