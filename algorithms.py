@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import data
 import graphs
+import mnli
 import models
 
 
@@ -39,7 +40,7 @@ def make_node(cfg, run, node_id, device):
         model = models.FlatBuffer(cfg["emulate_params"]).to(device)
     else:
         model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
-                                    seed=cfg["seed"]).to(device)
+                                    seed=cfg["seed"], model_dir=cfg["model_dir"]).to(device)
     if cfg["task"] == "mnli":
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     else:
@@ -50,8 +51,18 @@ def make_node(cfg, run, node_id, device):
     batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node_id],
                                 cfg["batch_size"], seed=cfg["seed"] * 100_003 + node_id,
                                 augment=task_data.augment)
-    return Node(node_id, model, optimizer, batches, classification_loss, device,
+    loss_fn = mnli.lm_loss if cfg["task"] == "mnli" else classification_loss
+    return Node(node_id, model, optimizer, batches, loss_fn, device,
                 emulate_compute=cfg["emulate_compute"] if cfg["emulate_params"] else None)
+
+
+def make_evaluate(cfg, run, node):
+    """The task's test metric: a function model -> (test loss, test accuracy)."""
+    task_data = run["task_data"]
+    if cfg["task"] == "mnli":
+        return lambda model: mnli.evaluate_mnli(model, task_data)  # LM loss per token, label accuracy
+    test_x, test_y = task_data.test_x.to(node.device), task_data.test_y.to(node.device)
+    return lambda model: models.evaluate(model, test_x, test_y)
 
 
 def lr_at(elapsed, cfg):

@@ -1,14 +1,16 @@
 """
 Datasets, the non-iid split into V equal node shards, and per-node batch streams.
 
-Tasks: digits (sklearn, bundled, offline), synthetic (sklearn make_classification)
-and cifar10 (the standard python pickle batches, read from disk; no torchvision).
+Tasks: digits (sklearn, bundled, offline), synthetic (sklearn make_classification),
+cifar10 (the standard python pickle batches, read from disk; no torchvision) and
+mnli (MultiNLI tokenized for a local OPT checkpoint; its loader is mnli.py).
 
     python data.py --task digits --nodes 8 --partition dirichlet --alpha 0.1 --seed 0
 prints the class histogram of every node's shard.
 """
 
 import argparse
+import dataclasses
 import os
 import pickle
 import sys
@@ -18,8 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-# mnli is a text task with its own loader module; it extends this tuple there.
-TASKS = ("digits", "synthetic", "cifar10")
+TASKS = ("digits", "synthetic", "cifar10", "mnli")
 PARTITIONS = ("iid", "dirichlet")
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -160,14 +161,28 @@ def load_cifar10_data(data_dir):
 
 
 def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, synthetic_features=32,
-                   synthetic_classes=10):
+                   synthetic_classes=10, model_dir=None):
     if task == "digits":
         return load_digits_data()
     if task == "synthetic":
         return load_synthetic_data(seed, synthetic_samples, synthetic_features, synthetic_classes)
     if task == "cifar10":
         return load_cifar10_data(data_dir)
+    if task == "mnli":
+        import mnli  # transformers is slow to import: only for this task
+        return mnli.load_mnli(data_dir, model_dir)
     raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+
+
+def subset_test_split(task_data, count, seed):
+    """The same task with only `count` test examples, a fixed seeded choice (every test_* field
+    is cut alike): evaluation of a large model on the whole test split can cost more than training."""
+    n = len(task_data.test_x)
+    if count >= n:
+        return task_data
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:count]))
+    return dataclasses.replace(task_data, **{f.name: getattr(task_data, f.name)[keep]
+                                            for f in dataclasses.fields(task_data) if f.name.startswith("test_")})
 
 
 # ----------------------------------------------------------------------------- partition
@@ -205,8 +220,10 @@ def partition_indices(partition_labels, num_nodes, partition="iid", alpha=1.0, s
 
 
 def class_histogram(partition_labels, shards, num_classes):
-    """(V, C) array: how many samples of each class every node holds."""
+    """(V, C) array: how many samples of each class every node holds (C grows to cover every
+    partition label: MNLI splits over its genres, not over its 3 classes)."""
     labels = np.asarray(partition_labels)
+    num_classes = max(num_classes, int(labels.max()) + 1)
     return np.stack([np.bincount(labels[shard], minlength=num_classes) for shard in shards])
 
 
@@ -275,14 +292,15 @@ class ShardBatches:
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Print every node's class histogram for a data split.")
     parser.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
-    parser.add_argument("--data-dir", default=None, help="folder with the CIFAR-10 python batches")
+    parser.add_argument("--data-dir", default=None, help="folder with the CIFAR-10 python batches or MultiNLI")
+    parser.add_argument("--model-dir", default=None, help="local OPT checkpoint (task mnli)")
     parser.add_argument("--nodes", type=int, default=20)
     parser.add_argument("--partition", default="dirichlet", help=f"one of {', '.join(PARTITIONS)}")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (> 0)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        data = load_task_data(args.task, data_dir=args.data_dir, seed=args.seed)
+        data = load_task_data(args.task, data_dir=args.data_dir, seed=args.seed, model_dir=args.model_dir)
         shards = partition_indices(data.partition_labels, args.nodes, args.partition, args.alpha, args.seed)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

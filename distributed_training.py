@@ -9,7 +9,8 @@ Every rank runs two threads:
     walks and exchange requests, sends models, and answers a passive gossip node's
     exchanges while that node computes.
 A model travels as one contiguous host buffer: a small int64 header followed by
-the parameters. CUDA models are staged through pinned host memory.
+the parameters, in fp32 or (--transfer-dtype bfloat16) bf16; averaging and merging
+always run in fp32. CUDA models are staged through pinned host memory.
 Idle loops poll MPI with an exponential back-off: ranks share few cores.
 """
 import heapq
@@ -28,6 +29,7 @@ from events import EventLog, write_summary
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS = range(1, 8)
 HEADER_WORDS = 2       # walk messages: (walk_id, visits done); exchange messages: unused
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
+TRANSFER_DTYPES = dict(float32=torch.float32, bfloat16=torch.bfloat16)
 
 
 class Backoff:
@@ -47,6 +49,12 @@ def polite_barrier(comm):
     """A barrier that sleeps while it waits: MPI's blocking collectives spin, and a
     spinning rank steals the core that a slower rank still needs to catch up."""
     wait(comm.Ibarrier(), Backoff(high=0.01))
+
+
+def transfer_format(cfg, num_params):
+    """The dtype models travel in, and the bytes one model transfer counts: itemsize x parameters."""
+    dtype = TRANSFER_DTYPES[cfg["transfer_dtype"]]
+    return dtype, dtype.itemsize * num_params
 
 
 class ModelBuffer:
@@ -156,8 +164,7 @@ class Evaluator:
     """Periodic test evaluation at one node; prints the progress line."""
     def __init__(self, cfg, run, node, log, progress, clock):
         self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
-        task_data = run["task_data"]
-        self.test_x, self.test_y = task_data.test_x.to(node.device), task_data.test_y.to(node.device)
+        self.evaluate = algorithms.make_evaluate(cfg, run, node)
         self.next_time, self.model_bytes = 0.0, None
 
     def due(self):
@@ -168,7 +175,7 @@ class Evaluator:
 
     def __call__(self, params, model="node0", quiet=False):
         models.load_flat_params(self.node.model, params)
-        loss, accuracy = models.evaluate(self.node.model, self.test_x, self.test_y)
+        loss, accuracy = self.evaluate(self.node.model)
         iterations, transfers, nbytes = (int(v) for v in self.progress.totals())
         self.log.write("eval", model=model, test_loss=loss, test_accuracy=accuracy,
                        iterations_seen=iterations, bytes_seen=nbytes)
@@ -263,8 +270,8 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
     graph, tau, seed = run["graph"], cfg["tau"], cfg["seed"]
     x0 = models.flatten_params(node.model)
     num_params = x0.numel()
-    model_bytes = 4 * num_params
-    pool = BufferPool(num_params, torch.float32, pin=node.device.type == "cuda")
+    dtype, model_bytes = transfer_format(cfg, num_params)
+    pool = BufferPool(num_params, dtype, pin=node.device.type == "cuda")
     queue, outbox, stop = WalkQueue(), [], threading.Event()
     aggregator = algorithms.Aggregator(x0, num_walks) if rank == 0 else None
     if rank < num_walks:  # walk r starts at node r, carrying x0
@@ -272,6 +279,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
         buf.header[:] = torch.tensor([rank, 0])
         buf.params.copy_(x0)
         queue.put(rank, buf)
+    del x0  # the walk and the aggregator hold their own copies; for OPT-125M this frees 0.5 GB
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
@@ -338,12 +346,13 @@ def gossip_exchange_active(comm, live, partner, sendbuf, recvbuf, backoff, progr
         algorithms.gossip_average(live.params, sent, recvbuf.params)
 
 
-def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits, model_bytes):
+def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits):
     rank = comm.Get_rank()
     graph, active_nodes = run["gossip"]
     neighbors = sorted(graph.neighbors(rank))
-    sendbuf = ModelBuffer(live.params.numel(), torch.float32, pin=live.params.is_cuda)
-    recvbuf = ModelBuffer(live.params.numel(), torch.float32, pin=live.params.is_cuda)
+    dtype, model_bytes = transfer_format(cfg, live.params.numel())
+    sendbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
+    recvbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
     backoff, status = Backoff(), MPI.Status()
     if rank in active_nodes:
         rng = np.random.default_rng([cfg["seed"], 1, rank])  # partner choices, independent of timing
@@ -384,14 +393,13 @@ def gossip_communication(comm, cfg, run, live, log, progress, compute_done, cred
 def run_gossip(comm, cfg, run, node, log, clock, evaluator):
     rank = comm.Get_rank()
     live = LiveModel(models.flatten_params(node.model))
-    model_bytes = 4 * live.params.numel()
     budget = algorithms.walk_budget(cfg["max_iterations"], comm.Get_size(), rank)
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
     compute_done, credits = threading.Event(), threading.Semaphore(0)
     comm_thread = threading.Thread(target=gossip_communication, name="mpi",
-                                   args=(comm, cfg, run, live, log, progress, compute_done, credits, model_bytes))
+                                   args=(comm, cfg, run, live, log, progress, compute_done, credits))
     comm_thread.start()
     updates = 0
     while clock() < cfg["train_time"] and (budget is None or updates < budget):
@@ -448,7 +456,7 @@ def train(comm, cfg, run):
         loss, accuracy = evaluator(final_model)
         if cfg["save_models"]:
             torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
-        write_summary(cfg["out"], cfg, counters, "mpi", 4 * final_model.numel(), wall_time, accuracy, loss,
-                      average_accuracy)
+        write_summary(cfg["out"], cfg, counters, "mpi", transfer_format(cfg, final_model.numel())[1], wall_time,
+                      accuracy, loss, average_accuracy)
     log.close()
     polite_barrier(comm)

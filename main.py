@@ -35,11 +35,13 @@ config = dict(
     train_time=60.0,         # wall-clock budget in seconds
     max_iterations=0,        # budget of local updates over all nodes; 0 = none
     eval_interval=5.0,       # seconds between evaluations at node 0
+    eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
     gossip_mode="free",      # free (back-to-back exchanges) | per_update
     seed=0,
     out="runs/default",
     data_dir="data",
     model_dir="",            # local OPT checkpoint for --task mnli
+    transfer_dtype="float32",  # float32 | bfloat16: the dtype models travel in (bytes counted accordingly)
     device="auto",           # auto | cpu | cuda
     save_models=False,       # write the final global model and walk models
     synthetic_samples=4000,  # size of the synthetic task
@@ -61,6 +63,7 @@ GOSSIP_MODES = ("free", "per_update")
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TIME_DISTS = ("fixed", "exponential", "measured")
 TASKS = ("digits", "synthetic", "cifar10", "mnli")
+TRANSFER_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -126,6 +129,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
     _one_of(cfg, "device", DEVICES)
     _one_of(cfg, "compute_time_dist", COMPUTE_TIME_DISTS)
+    _one_of(cfg, "transfer_dtype", TRANSFER_DTYPES)
     if cfg["graph"] not in ("cycle", "complete", "er") and not cfg["graph"].endswith(".json"):
         raise ConfigError(f"graph {cfg['graph']!r} is not one of cycle, complete, er, or a .json edge-list file")
     positive = dict(alpha=cfg["alpha"], lr=cfg["lr"], train_time=cfg["train_time"],
@@ -143,7 +147,7 @@ def validate_config(cfg, check_paths=True):
     if not 0 <= cfg["laziness"] < 1:
         raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
     for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency", "emulate_params",
-                "emulate_compute"):
+                "emulate_compute", "eval_samples"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
     if cfg["emulate_compute"] and not cfg["emulate_params"]:
@@ -175,7 +179,9 @@ def build_run(cfg, num_nodes):
     task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
                                     synthetic_samples=cfg["synthetic_samples"],
                                     synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"])
+                                    synthetic_classes=cfg["synthetic_classes"], model_dir=cfg["model_dir"])
+    if cfg["eval_samples"]:
+        task_data = data.subset_test_split(task_data, cfg["eval_samples"], cfg["seed"])
     shards = data.partition_indices(task_data.partition_labels, num_nodes, cfg["partition"], cfg["alpha"], cfg["seed"])
     return dict(graph=graph, gossip=gossip, task_data=task_data, shards=shards)
 

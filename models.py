@@ -6,11 +6,15 @@ Models and the one flat-parameter view that every algorithm sends over the wire.
 - DigitsMLP: a small MLP for the offline digits / synthetic tasks.
 - flatten_params / load_flat_params: trainable parameters <-> one 1-D fp32 vector.
   BatchNorm running statistics are buffers, not parameters, so they stay at the node.
+  A tied weight (OPT's lm_head = embed_tokens) is one parameter: model.parameters()
+  yields it once, so it travels once.
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import mnli
 
 
 class BasicBlock(nn.Module):
@@ -86,9 +90,12 @@ class FlatBuffer(nn.Module):
         self.flat = nn.Parameter(torch.zeros(n))
 
 
-def build_model(task, num_classes, in_features=None, seed=0):
-    """The model for a task, initialised from `seed` so every rank builds the same x0."""
+def build_model(task, num_classes, in_features=None, seed=0, model_dir=None):
+    """The model for a task, initialised from `seed` so every rank builds the same x0
+    (for mnli, x0 is the pretrained checkpoint in model_dir)."""
     torch.manual_seed(seed)
+    if task == "mnli":
+        return mnli.load_model(model_dir)
     if task == "cifar10":
         return ResNet20(num_classes)
     if task == "digits":
@@ -97,7 +104,7 @@ def build_model(task, num_classes, in_features=None, seed=0):
         if in_features is None:
             raise ValueError("task 'synthetic' needs in_features (the number of synthetic features)")
         return DigitsMLP(in_features, num_classes=num_classes)
-    raise ValueError(f"unknown task {task!r} for build_model; allowed: cifar10, digits, synthetic")
+    raise ValueError(f"unknown task {task!r} for build_model; allowed: cifar10, digits, synthetic, mnli")
 
 
 def trainable_params(model):
