@@ -76,16 +76,20 @@ def test_scaling_verdict_separates_linear_core_bound_and_sublinear():
     assert report.scaling_verdict([(1, 10.0), (2, 11.0), (4, 11.0)], ideal, two_cores)[0] == "does not hold"
 
 
-def test_paper_preset_fails_fast_without_cifar(tmp_path):
+def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
     empty = tmp_path / "empty"
-    empty.mkdir()
-    for data_dir in (empty, tmp_path / "missing"):
-        result = experiments_cli("paper", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir), timeout=120)
-        assert result.returncode == 2
-        assert result.stdout == ""
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and str(data_dir) in lines[0]
-        assert not (tmp_path / "runs").exists()  # nothing was launched
+    empty.mkdir()  # a folder without the CIFAR-10 batches: main's path check passes, the data check does not
+    result = experiments_cli("paper", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(empty), timeout=120)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(empty) in lines[0]
+    with pytest.raises(SystemExit) as exit_info:  # no folder at all: main.parse_config's ConfigError
+        experiments.main(["paper", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1 and str(tmp_path / "missing") in err
+    assert not (tmp_path / "runs").exists()  # nothing was launched
 
 
 def test_every_preset_expands_to_valid_main_flags():
@@ -120,7 +124,7 @@ def markdown_rows(text, first_cell_prefix):
             for line in text.splitlines() if line.startswith("| " + first_cell_prefix)]
 
 
-def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path):
+def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, capsys):
     runs_dir, report_dir = tmp_path / "runs", tmp_path / "report"
     args = ("smoke", "--runs-dir", str(runs_dir), "--report-dir", str(report_dir))
     result = experiments_cli(*args)
@@ -155,11 +159,11 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path):
 
     # resume: finished runs are skipped, nothing is launched again
     launched = {name: os.path.getmtime(runs_dir / "smoke" / name / "launch.json") for name in names}
-    again = experiments_cli(*args)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.count("done, skipped") == 2
+    capsys.readouterr()
+    assert experiments.main(list(args)) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 2
     assert launched == {name: os.path.getmtime(runs_dir / "smoke" / name / "launch.json") for name in names}
     # a run without a complete summary.json (interrupted) is to be run again
     os.remove(runs_dir / "smoke" / names[0] / "summary.json")
-    listing = experiments_cli("list", *args, timeout=60).stdout.splitlines()
-    assert [line.split()[0] for line in listing] == ["todo", "done"]
+    assert experiments.main(["list", *args]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["todo", "done"]
