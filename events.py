@@ -8,14 +8,19 @@ import json
 import os
 import threading
 
-COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges")
+COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays")
 
 
 class EventLog:
-    def __init__(self, path, clock):
+    def __init__(self, path, clock, resume_at=None):
         # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
         self.clock = clock
-        self.file = open(path, "w", buffering=1)
+        if resume_at is None:
+            self.file = open(path, "w", buffering=1)
+        else:  # a resumed run: drop what was logged after the checkpoint, then append
+            self.file = open(path, "r+", buffering=1)
+            self.file.truncate(resume_at)
+            self.file.seek(resume_at)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.counters["compute_time"] = 0.0
         self.lock = threading.Lock()  # the compute and the communication thread both log
@@ -44,11 +49,23 @@ class EventLog:
             self.counters["self_loops"] += 1
         self.write("self_loop", **fields)
 
+    def relay(self, **fields):
+        """An MW walk passing through a failed node: forwarded with no local update (SPEC §6)."""
+        with self.lock:
+            self.counters["relays"] += 1
+        self.write("relay", **fields)
+
     def exchange(self, partner, **fields):
         """One gossip exchange initiated by this (active) node: two transfers."""
         with self.lock:
             self.counters["exchanges"] += 1
         self.write("exchange", partner=partner, **fields)
+
+    def offset(self):
+        """Where the log ends now, for a checkpoint: a resumed run continues from here."""
+        with self.lock:
+            self.file.flush()
+            return self.file.tell()
 
     def close(self):
         self.file.close()
@@ -61,7 +78,7 @@ def read_events(out_dir):
         rank = int(os.path.basename(path)[len("events-rank"):-len(".jsonl")])
         with open(path) as f:
             for line in f:
-                if line.strip():
+                if line.strip() and line.endswith("\n"):  # a line cut short by a crash is left out
                     events.append(dict(json.loads(line), rank=rank))
     events.sort(key=lambda e: (e["t"], e["rank"]))
     return events
