@@ -198,9 +198,10 @@ class Checkpointer:
 
 def write_json_atomically(path, obj):
     """Readers see the old file or the new one, never half of one (a crash may come at any time)."""
-    with open(path + ".tmp", "w") as f:
+    tmp = f"{path}.{threading.get_ident()}.tmp"  # rank 0's two threads may both write the summary
+    with open(tmp, "w") as f:
         json.dump(obj, f, indent=2)
-    os.replace(path + ".tmp", path)
+    os.replace(tmp, path)
 
 
 # -----------------------------------------------------------------------------
