@@ -104,11 +104,14 @@ def local_update(node, params, tau, lr):
 # Multi-Walk
 
 class Aggregator:
-    """Node 0's state: the global model x and, per walk, the snapshot s_r it left with."""
-    def __init__(self, x0, num_walks):
+    """The aggregator's state: the global model x and, per walk, the snapshot s_r it left with.
+    `joined` holds the walks whose snapshot is valid here: all of them at node 0 (every walk
+    starts from x0), none at a node that takes the role over after a failure (SPEC §6)."""
+    def __init__(self, x0, num_walks, joined=None):
         self.global_model = x0.detach().clone()
         self.snapshots = [x0.detach().clone() for _ in range(num_walks)]
         self.num_walks = num_walks
+        self.joined = set(range(num_walks)) if joined is None else set(joined)
 
 
 def merge_at_aggregator(agg, walk_id, walk_model):
@@ -119,6 +122,24 @@ def merge_at_aggregator(agg, walk_id, walk_model):
     x.sub_(snapshot, alpha=1.0 / agg.num_walks).add_(walk_model.to(x.device, x.dtype), alpha=1.0 / agg.num_walks)
     snapshot.copy_(x)
     walk_model.copy_(x)
+
+
+def adopt_at_aggregator(agg, walk_id, walk_model):
+    """A walk's first arrival at a new aggregator (SPEC §6): its model becomes the global model
+    and its snapshot, with no merge; the walk leaves with it unchanged. This is the authors'
+    rule: with no snapshot of the walk here, its progress has nothing to be measured against."""
+    agg.global_model.copy_(walk_model)
+    agg.snapshots[walk_id].copy_(walk_model)
+    agg.joined.add(walk_id)
+
+
+def aggregate(agg, walk_id, walk_model):
+    """What the aggregator does after its own tau steps on a walk: adopt the walk's first
+    arrival since the node took the role over, merge every later one."""
+    if walk_id in agg.joined:
+        merge_at_aggregator(agg, walk_id, walk_model)
+    else:
+        adopt_at_aggregator(agg, walk_id, walk_model)
 
 
 def next_node(graph, node, seed, walk_id, hop, laziness=0.0):
@@ -160,3 +181,24 @@ def apply_delta(live, before, after):
     """Add a local update computed from the stale copy `before` to the live model
     (AD-PSGD: the delta lands after whatever averaging happened meanwhile)."""
     live.add_(after - before)
+
+
+# -----------------------------------------------------------------------------
+# Failures (SPEC §6): a schedule of times that every rank knows, so no message announces them
+
+def failures_by(t, failure_times):
+    """How many failures have happened by time t. The i-th failure time (0-based) fails node i:
+    in MW the aggregator role moves from node i to node i + 1 (node i then only relays walks),
+    in gossip node i stops. So this count is also the node that holds the MW aggregator role,
+    and the node gossip evaluates, at time t."""
+    return sum(t >= f for f in failure_times)
+
+
+def aggregator_at(t, failure_times):
+    """The MW aggregator at time t: node 0, then node i + 1 from the i-th failure time on."""
+    return failures_by(t, failure_times)
+
+
+def is_failed(node, t, failure_times):
+    """Whether `node` has failed by time t: node i fails at the i-th failure time."""
+    return node < failures_by(t, failure_times)

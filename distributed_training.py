@@ -12,9 +12,15 @@ A model travels as one contiguous host buffer: a small int64 header followed by
 the parameters, in fp32 or (--transfer-dtype bfloat16) bf16; averaging and merging
 always run in fp32. CUDA models are staged through pinned host memory.
 Idle loops poll MPI with an exponential back-off: ranks share few cores.
+
+Failures (--failure-times, SPEC §6) follow a schedule every rank knows, so no
+message announces them: the rules are algorithms.aggregator_at / is_failed.
+Checkpoints (--checkpoint-every, --resume) are consistent cuts taken in rounds;
+checkpoint.py describes the protocol, the engine pauses and saves when told.
 """
 import heapq
 import os
+import socket
 import threading
 import time
 
@@ -23,11 +29,12 @@ import torch
 from mpi4py import MPI
 
 import algorithms
+import checkpoint
 import models
-from events import EventLog, write_summary
+from events import EventLog, write_final_summary, write_summary
 
-TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS = range(1, 8)
-HEADER_WORDS = 2       # walk messages: (walk_id, visits done); exchange messages: unused
+TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS, TAG_EVAL = range(1, 9)
+HEADER_WORDS = 3       # walk messages: (walk_id, visits done, hops made); exchange messages: unused
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
 TRANSFER_DTYPES = dict(float32=torch.float32, bfloat16=torch.bfloat16)
 
@@ -90,7 +97,8 @@ def wait(request, backoff, on_idle=None):
 
 class Progress:
     """Counters every rank sends to rank 0 about once a second, for the progress
-    line; a final message (flag 1) tells rank 0 that the rank has finished."""
+    line; a final message (flag 1) tells rank 0 that the rank has finished.
+    Evaluations made at another node (after failures) travel to rank 0 the same way."""
     def __init__(self, comm, log):
         self.comm, self.log = comm, log
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
@@ -99,6 +107,19 @@ class Progress:
         self.request, self.last_sent = None, 0.0
         self.outgoing = np.zeros(4, dtype=np.int64)
         self.incoming = np.zeros(4, dtype=np.int64)
+        self.evaluator = None          # rank 0: records the evaluations other nodes report
+        self.evals, self.eval_requests = [], []  # other ranks: (loss, accuracy) to report, and their sends
+        self.eval_incoming = np.zeros(2, dtype=np.float64)
+
+    def post_eval(self, loss, accuracy):
+        """Compute thread of a node that evaluates in rank 0's place; the communication thread sends it."""
+        self.evals.append((loss, accuracy))
+
+    def send_evals(self):
+        self.eval_requests = [(r, b) for r, b in self.eval_requests if not r.Test()]
+        while self.evals:
+            buf = np.array(self.evals.pop(0), dtype=np.float64)
+            self.eval_requests.append((self.comm.Isend(buf, 0, TAG_EVAL), buf))
 
     def snapshot(self):
         c = self.log.counters
@@ -114,9 +135,14 @@ class Progress:
                 if self.incoming[3]:
                     self.finished.add(status.Get_source())
                 busy = True
+            while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_EVAL, status):
+                self.comm.Recv(self.eval_incoming, status.Get_source(), TAG_EVAL)
+                self.evaluator.record(*self.eval_incoming.tolist(), node=status.Get_source())
+                busy = True
             if final:
                 self.finished.add(0)
             return busy
+        self.send_evals()
         if self.request is not None and not self.request.Test():
             return False
         self.request = None
@@ -139,6 +165,8 @@ class Progress:
                 self.request = None
             self.poll(final=True)
             wait(self.request, backoff)
+            for request, _ in self.eval_requests:
+                wait(request, backoff)
 
     def totals(self):
         """Rank 0's view of the whole network: (iterations, transfers, bytes)."""
@@ -161,7 +189,11 @@ def pick_device(cfg, comm):
 
 
 class Evaluator:
-    """Periodic test evaluation at one node; prints the progress line."""
+    """Periodic test evaluation at the node that evaluates: node 0, or after failures the
+    node evaluation moved to (SPEC §6). That node measures; rank 0 records every result
+    (the eval event, the progress line, the provisional summary), so the curve stays in
+    one log with rank 0's live totals. The evaluated model keeps the label "node0";
+    the `node` field says where it was measured once that is not node 0."""
     def __init__(self, cfg, run, node, log, progress, clock):
         self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
         self.evaluate = algorithms.make_evaluate(cfg, run, node)
@@ -173,18 +205,48 @@ class Evaluator:
     def seconds_to_next(self):
         return max(0.0, self.next_time - self.clock())
 
-    def __call__(self, params, model="node0", quiet=False):
+    def measure(self, params):
         models.load_flat_params(self.node.model, params)
-        loss, accuracy = self.evaluate(self.node.model)
+        return self.evaluate(self.node.model)
+
+    def __call__(self, params, model="node0", quiet=False):
+        loss, accuracy = self.measure(params)
+        self.next_time = self.clock() + self.cfg["eval_interval"]
+        if self.node.node_id == 0:
+            self.record(loss, accuracy, model=model, quiet=quiet)
+        else:
+            self.progress.post_eval(loss, accuracy)
+        return loss, accuracy
+
+    def record(self, loss, accuracy, node=0, model="node0", quiet=False):
+        """Rank 0 only."""
         iterations, transfers, nbytes = (int(v) for v in self.progress.totals())
+        where = dict(node=node) if node else {}
         self.log.write("eval", model=model, test_loss=loss, test_accuracy=accuracy,
-                       iterations_seen=iterations, bytes_seen=nbytes)
+                       iterations_seen=iterations, bytes_seen=nbytes, **where)
         if not quiet:
             print(f"t {self.clock():7.1f}s | iterations {iterations:7d} | sent {nbytes / 1e6:9.1f} MB | "
-                  f"test loss {loss:.4f} | test acc {accuracy:.4f}" + ("" if model == "node0" else f" ({model})"),
-                  flush=True)
-        self.next_time = self.clock() + self.cfg["eval_interval"]
-        return loss, accuracy
+                  f"test loss {loss:.4f} | test acc {accuracy:.4f}" + ("" if model == "node0" else f" ({model})")
+                  + (f" (node {node})" if node else ""), flush=True)
+        # a job killed from here on still leaves a readable summary, marked incomplete
+        write_summary(self.cfg["out"], self.cfg, self.progress.size, wall_time_s=self.clock(), iterations=iterations,
+                      transfers=transfers, bytes_sent=nbytes, last_test_accuracy=accuracy, last_test_loss=loss,
+                      complete=False)
+
+
+class FailureLog:
+    """A `failure` event at this rank when its clock passes each failure time, so plots can
+    mark the failures (every rank knows the schedule; nothing is sent). Called by the
+    communication thread, which keeps polling until the run ends."""
+    def __init__(self, cfg, log, clock):
+        self.times, self.log, self.clock, self.mw = cfg["failure_times"], log, clock, cfg["algorithm"] == "mw"
+        self.logged = 0
+
+    def poll(self):
+        while self.logged < len(self.times) and self.clock() >= self.times[self.logged]:
+            node = self.logged
+            self.log.write("failure", node=node, scheduled=self.times[node], **(dict(aggregator=node + 1) if self.mw else {}))
+            self.logged += 1
 
 
 # -----------------------------------------------------------------------------
@@ -210,8 +272,16 @@ class WalkQueue:
         with self.cond:
             self.cond.notify()
 
+    def buffers(self):
+        with self.cond:
+            return [buf for _, _, buf in sorted(self.heap, key=lambda item: item[:2])]
 
-def mw_communication(comm, cfg, queue, outbox, pool, log, progress, stop):
+    def __len__(self):
+        with self.cond:
+            return len(self.heap)
+
+
+def mw_communication(comm, cfg, queue, outbox, pool, log, progress, stop, ckpt, failures):
     """Moves walks between ranks; rank 0 also counts retired walks and ends the run."""
     rank, size, num_walks = comm.Get_rank(), comm.Get_size(), cfg["walks"]
     status, backoff, sending, retired = MPI.Status(), Backoff(), [], 0
@@ -254,6 +324,9 @@ def mw_communication(comm, cfg, queue, outbox, pool, log, progress, stop):
             stop.set()
             queue.wake()
         busy |= progress.poll()
+        failures.poll()
+        if not stop.is_set():  # a stopped run takes no checkpoint
+            busy |= ckpt.poll(parked=len(queue), unretired=num_walks - retired)
         if stop.is_set() and not sending and not outbox:
             break
         if busy:
@@ -265,35 +338,69 @@ def mw_communication(comm, cfg, queue, outbox, pool, log, progress, stop):
     progress.finish(backoff)
 
 
-def run_mw(comm, cfg, run, node, log, clock, evaluator):
+def run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
+    """MW at this rank. Failures (SPEC §6): from the i-th failure time on, node i + 1 holds the
+    aggregator role; it adopts each walk's first arrival (algorithms.aggregate) and evaluates
+    once it holds a model. A failed ex-aggregator relays: it forwards arriving walks along
+    their routes without a local update (as the authors' code does), logging a `relay`; the
+    forwarded model counts as a transfer, since its bytes are sent. A walk's header counts
+    visits (local updates, the budget) and hops (the route position, so routes stay a pure
+    function of (seed, walk, hop)); without failures the two are equal."""
     rank, num_walks = comm.Get_rank(), cfg["walks"]
-    graph, tau, seed = run["graph"], cfg["tau"], cfg["seed"]
+    graph, tau, seed, failure_times = run["graph"], cfg["tau"], cfg["seed"], cfg["failure_times"]
     x0 = models.flatten_params(node.model)
     num_params = x0.numel()
     dtype, model_bytes = transfer_format(cfg, num_params)
     pool = BufferPool(num_params, dtype, pin=node.device.type == "cuda")
     queue, outbox, stop = WalkQueue(), [], threading.Event()
     aggregator = algorithms.Aggregator(x0, num_walks) if rank == 0 else None
-    if rank < num_walks:  # walk r starts at node r, carrying x0
+    final_walks = {}
+    if resume:  # the walks parked here at the checkpoint, and the aggregator's state
+        for header, params in resume["walks"]:
+            buf = pool.get()
+            buf.header[:] = torch.tensor(header)
+            buf.params.copy_(params)
+            queue.put(header[0], buf)
+        aggregator, final_walks = None, resume["final_walks"]
+        if resume["aggregator"]:
+            saved = resume["aggregator"]
+            aggregator = algorithms.Aggregator(saved["x"].to(node.device), num_walks, joined=saved["joined"])
+            for snapshot, saved_snapshot in zip(aggregator.snapshots, saved["snapshots"]):
+                snapshot.copy_(saved_snapshot)
+    elif rank < num_walks:  # walk r starts at node r, carrying x0
         buf = pool.get()
-        buf.header[:] = torch.tensor([rank, 0])
+        buf.header[:] = torch.tensor([rank, 0, 0])
         buf.params.copy_(x0)
         queue.put(rank, buf)
     del x0  # the walk and the aggregator hold their own copies; for OPT-125M this frees 0.5 GB
+
+    def save_state():  # the communication thread calls this while the compute thread is paused
+        saved_aggregator = None if aggregator is None else dict(
+            x=aggregator.global_model.cpu(), snapshots=[s.cpu() for s in aggregator.snapshots],
+            joined=sorted(aggregator.joined))
+        return dict(checkpoint.common_state(node, log, evaluator, failures), aggregator=saved_aggregator,
+                    walks=[(buf.header.tolist(), buf.params.clone()) for buf in queue.buffers()],
+                    final_walks=final_walks)
+    ckpt.save_state = save_state
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
+        progress.evaluator = evaluator
     comm_thread = threading.Thread(target=mw_communication, name="mpi",
-                                   args=(comm, cfg, queue, outbox, pool, log, progress, stop))
+                                   args=(comm, cfg, queue, outbox, pool, log, progress, stop, ckpt, failures))
     comm_thread.start()
-    final_walks = {}
     while not stop.is_set():
-        if evaluator and evaluator.due():
+        if ckpt.due():
+            ckpt.pause(stop)  # walks arriving meanwhile stay parked in the queue
+            continue
+        evaluating = (evaluator is not None and aggregator is not None
+                      and rank == algorithms.aggregator_at(clock(), failure_times))
+        if evaluating and evaluator.due():
             evaluator(aggregator.global_model)
-        buf = queue.get(timeout=evaluator.seconds_to_next() if evaluator else 0.5)
+        buf = queue.get(timeout=min(evaluator.seconds_to_next() if evaluating else 0.5, ckpt.seconds_to_next()))
         if buf is None:
             continue
-        walk_id, visits = (int(v) for v in buf.header)
+        walk_id, visits, hops = (int(v) for v in buf.header)
         budget = algorithms.walk_budget(cfg["max_iterations"], num_walks, walk_id)
         if clock() >= cfg["train_time"] or (budget is not None and visits >= budget):
             log.write("retire", walk=walk_id, visits=visits)
@@ -302,15 +409,22 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
             pool.put(buf)
             outbox.append((0, TAG_RETIRED, np.array([walk_id], dtype=np.int64)))
             continue
-        started = time.perf_counter()
-        loss = algorithms.local_update(node, buf.params, tau, algorithms.lr_at(clock(), cfg))
-        if rank == 0:
-            algorithms.merge_at_aggregator(aggregator, walk_id, buf.params)
-        if node.device.type == "cuda":
-            torch.cuda.synchronize(node.device)
-        log.update(time.perf_counter() - started, walk=walk_id, visit=visits, loss=round(loss, 6))
-        nxt = algorithms.next_node(graph, rank, seed, walk_id, visits, cfg["laziness"])
-        buf.header[1] = visits + 1
+        role = algorithms.aggregator_at(clock(), failure_times)
+        if rank < role:
+            log.relay(walk=walk_id, hop=hops)
+        else:
+            started = time.perf_counter()
+            loss = algorithms.local_update(node, buf.params, tau, algorithms.lr_at(clock(), cfg))
+            if rank == role:
+                if aggregator is None:  # the first walk since this node took the aggregator role over
+                    aggregator = algorithms.Aggregator(buf.params, num_walks, joined=())
+                algorithms.aggregate(aggregator, walk_id, buf.params)
+            if node.device.type == "cuda":
+                torch.cuda.synchronize(node.device)
+            log.update(time.perf_counter() - started, walk=walk_id, visit=visits, loss=round(loss, 6))
+            visits += 1
+        nxt = algorithms.next_node(graph, rank, seed, walk_id, hops, cfg["laziness"])
+        buf.header[1], buf.header[2] = visits, hops + 1
         if nxt == rank:
             log.self_loop(walk=walk_id)
             queue.put(walk_id, buf)
@@ -318,7 +432,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator):
             log.transfer(nxt, model_bytes, walk=walk_id)
             outbox.append((nxt, TAG_WALK, buf))
     comm_thread.join()
-    return (aggregator.global_model if rank == 0 else None), final_walks
+    return (aggregator.global_model if aggregator is not None else None), final_walks
 
 
 # -----------------------------------------------------------------------------
@@ -346,25 +460,35 @@ def gossip_exchange_active(comm, live, partner, sendbuf, recvbuf, backoff, progr
         algorithms.gossip_average(live.params, sent, recvbuf.params)
 
 
-def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits):
+def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits, clock, rng, ckpt, failures):
+    """Failures (SPEC §6): active nodes stop choosing a passive neighbour at its failure time
+    (by the shared clock), and a failed active node stops exchanging and sends DONE at once,
+    so its passive neighbours still terminate. A failed passive node still answers the
+    exchanges already in flight to it (sent before its failure time), as in the authors'
+    code: the active partner is waiting for the reply, and no new request can come."""
     rank = comm.Get_rank()
     graph, active_nodes = run["gossip"]
     neighbors = sorted(graph.neighbors(rank))
+    failure_times = cfg["failure_times"]
     dtype, model_bytes = transfer_format(cfg, live.params.numel())
     sendbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
     recvbuf = ModelBuffer(live.params.numel(), dtype, pin=live.params.is_cuda)
     backoff, status = Backoff(), MPI.Status()
     if rank in active_nodes:
-        rng = np.random.default_rng([cfg["seed"], 1, rank])  # partner choices, independent of timing
-        while not compute_done.is_set():
-            if cfg["gossip_mode"] == "per_update" and not credits.acquire(timeout=0.05):
-                progress.poll()
+        while not compute_done.is_set() and not algorithms.is_failed(rank, clock(), failure_times):
+            failures.poll()
+            busy = progress.poll() | ckpt.poll()
+            partners = [j for j in neighbors if not algorithms.is_failed(j, clock(), failure_times)]
+            if ckpt.due() or not partners:  # a checkpoint round (no new exchange), or nobody left to gossip with
+                if not busy:
+                    backoff.idle()
                 continue
-            partner = algorithms.gossip_partner(neighbors, rng)
+            if cfg["gossip_mode"] == "per_update" and not credits.acquire(timeout=0.05):
+                continue
+            partner = algorithms.gossip_partner(partners, rng)
             gossip_exchange_active(comm, live, partner, sendbuf, recvbuf, backoff, progress)
             log.exchange(partner)
             log.transfer(partner, model_bytes)
-            progress.poll()
         done = np.zeros(1, dtype=np.int64)
         for request in [comm.Isend(done, j, TAG_DONE) for j in neighbors]:
             wait(request, backoff, progress.poll)
@@ -385,25 +509,66 @@ def gossip_communication(comm, cfg, run, live, log, progress, compute_done, cred
             elif comm.Iprobe(MPI.ANY_SOURCE, TAG_DONE, status):
                 comm.Recv(done, status.Get_source(), TAG_DONE)
                 waiting_for.discard(status.Get_source())
-            elif not progress.poll():
+            else:
+                failures.poll()
+                if not (progress.poll() | ckpt.poll()):
+                    backoff.idle()
+    gossip_finish(comm, progress, ckpt, failures, backoff)
+
+
+def gossip_finish(comm, progress, ckpt, failures, backoff):
+    """This rank's part is over (no more updates, no exchange left to serve). It tells rank 0,
+    then keeps taking part in checkpoint rounds, which still need its state, until rank 0
+    has heard from every rank and sends STOP."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    notice = np.zeros(1, dtype=np.int64)
+    if rank == 0:
+        progress.poll(final=True)
+        while len(progress.finished) < size or ckpt.saving:
+            failures.poll()
+            if not (progress.poll() | ckpt.poll()):
                 backoff.idle()
+        for request in [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, size)]:
+            wait(request, backoff)
+        return
     progress.finish(backoff)
+    while not comm.Iprobe(0, TAG_STOP):
+        failures.poll()
+        if not ckpt.poll():
+            backoff.idle()
+    comm.Recv(notice, 0, TAG_STOP)
 
 
-def run_gossip(comm, cfg, run, node, log, clock, evaluator):
-    rank = comm.Get_rank()
+def run_gossip(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
+    """Gossip at this rank. Returns its final model and whether it is still alive (not failed).
+    Evaluation is at the lowest-numbered live node (SPEC §6: it moves on at each failure)."""
+    rank, failure_times = comm.Get_rank(), cfg["failure_times"]
     live = LiveModel(models.flatten_params(node.model))
     budget = algorithms.walk_budget(cfg["max_iterations"], comm.Get_size(), rank)
+    rng = np.random.default_rng([cfg["seed"], 1, rank])  # partner choices, independent of timing
+    done = dict(updates=0)
+    if resume:
+        live.params.copy_(resume["live"])
+        rng.bit_generator.state = resume["partner_rng"]
+        done["updates"] = resume["updates"]
+    # the communication thread calls this with the compute thread paused (or finished) and no exchange open
+    ckpt.save_state = lambda: dict(checkpoint.common_state(node, log, evaluator, failures), live=live.copy().cpu(),
+                                   updates=done["updates"], partner_rng=rng.bit_generator.state)
     progress = Progress(comm, log)
     if evaluator:
         evaluator.progress = progress
+        progress.evaluator = evaluator
     compute_done, credits = threading.Event(), threading.Semaphore(0)
     comm_thread = threading.Thread(target=gossip_communication, name="mpi",
-                                   args=(comm, cfg, run, live, log, progress, compute_done, credits))
+                                   args=(comm, cfg, run, live, log, progress, compute_done, credits, clock, rng,
+                                         ckpt, failures))
     comm_thread.start()
-    updates = 0
-    while clock() < cfg["train_time"] and (budget is None or updates < budget):
-        if evaluator and evaluator.due():
+    while (clock() < cfg["train_time"] and (budget is None or done["updates"] < budget)
+           and not algorithms.is_failed(rank, clock(), failure_times)):
+        if ckpt.due():
+            ckpt.pause()
+            continue
+        if evaluator and evaluator.due() and rank == algorithms.failures_by(clock(), failure_times):
             evaluator(live.copy())
         started = time.perf_counter()
         before = live.copy()
@@ -414,11 +579,13 @@ def run_gossip(comm, cfg, run, node, log, clock, evaluator):
         if node.device.type == "cuda":
             torch.cuda.synchronize(node.device)
         log.update(time.perf_counter() - started, loss=round(loss, 6))
-        updates += 1
+        done["updates"] += 1
         credits.release()
+    alive = not algorithms.is_failed(rank, clock(), failure_times)
     compute_done.set()
+    ckpt.compute_finished()
     comm_thread.join()
-    return live.params
+    return live.params, alive
 
 
 # -----------------------------------------------------------------------------
@@ -427,36 +594,57 @@ def train(comm, cfg, run):
     rank = comm.Get_rank()
     device = pick_device(cfg, comm)
     node = algorithms.make_node(cfg, run, rank, device)
+    resume = run.get("resume")  # this rank's checkpoint (main.py loads it for --resume)
     polite_barrier(comm)
-    start = comm.bcast(time.time())  # one time origin for every rank's events
+    elapsed = resume["meta"]["elapsed"] if resume else 0.0
+    start = comm.bcast(time.time() - elapsed)  # one time origin for every rank's events; a resumed clock goes on
     clock = lambda: time.time() - start  # noqa: E731
-    log = EventLog(os.path.join(cfg["out"], f"events-rank{rank}.jsonl"), clock)
-    evaluator = Evaluator(cfg, run, node, log, None, clock) if rank == 0 else None
+    log = EventLog(os.path.join(cfg["out"], f"events-rank{rank}.jsonl"), clock,
+                   resume_at=resume["log_offset"] if resume else None)
+    # the pid maps the launcher's "BAD TERMINATION ... PID" line to a rank
+    log.write("start", pid=os.getpid(), host=socket.gethostname(), **(dict(resumed_at=elapsed) if resume else {}))
+    # after failures another node evaluates, so every node can
+    evaluator = Evaluator(cfg, run, node, log, None, clock) if rank == 0 or cfg["failure_times"] else None
+    failures = FailureLog(cfg, log, clock)
+    ckpt = checkpoint.Checkpointer(comm, cfg, clock, resume)
+    if resume:
+        checkpoint.restore_common(resume, node, log, evaluator, failures)
+    if rank == 0:
+        write_summary(cfg["out"], cfg, comm.Get_size(), wall_time_s=clock(), complete=False)
     if cfg["algorithm"] == "mw":
-        final_model, final_walks = run_mw(comm, cfg, run, node, log, clock, evaluator)
+        final_model, final_walks = run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume)
+        holds = comm.allgather(final_model is not None)
+        holder = max(r for r, has in enumerate(holds) if has)  # the last node that held the aggregator role
     else:
-        final_model, final_walks = run_gossip(comm, cfg, run, node, log, clock, evaluator), {}
+        (final_model, alive), final_walks = run_gossip(comm, cfg, run, node, log, clock, evaluator, ckpt, failures,
+                                                       resume), {}
+        holder = comm.allgather(alive).index(True)  # the lowest-numbered live node
     wall_time = clock()
 
     # after training: collectives only, the communication threads have finished
     polite_barrier(comm)
     network_average = None
-    if cfg["algorithm"] == "gossip":
-        total = final_model.detach().cpu().clone()
+    if cfg["algorithm"] == "gossip":  # over the live nodes: a failed node's model is frozen, not part of the network
+        total = final_model.detach().cpu().clone() * alive
         comm.Allreduce(MPI.IN_PLACE, total.numpy(), op=MPI.SUM)
-        network_average = total / comm.Get_size()
+        network_average = total / comm.allreduce(int(alive))
     if cfg["save_models"]:
         for walk_id, params in final_walks.items():
             torch.save(params, os.path.join(cfg["out"], f"walk{walk_id}.pt"))
+    final = None
+    if rank == holder:
+        final = evaluator.measure(final_model)
+        if cfg["save_models"]:
+            torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
+    loss, accuracy = comm.bcast(final, root=holder)
     counters = comm.gather(dict(log.counters), root=0)
     if rank == 0:
         average_accuracy = None
         if network_average is not None:
             average_accuracy = evaluator(network_average, model="network_average")[1]
-        loss, accuracy = evaluator(final_model)
-        if cfg["save_models"]:
-            torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
-        write_summary(cfg["out"], cfg, counters, "mpi", transfer_format(cfg, final_model.numel())[1], wall_time,
-                      accuracy, loss, average_accuracy)
+        evaluator.record(loss, accuracy, node=holder)
+        model_bytes = transfer_format(cfg, models.num_params(node.model))[1]
+        write_final_summary(cfg["out"], cfg, counters, "mpi", model_bytes, wall_time,
+                            accuracy, loss, average_accuracy, evaluated_node=holder)
     log.close()
     polite_barrier(comm)

@@ -8,14 +8,19 @@ import json
 import os
 import threading
 
-COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges")
+COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays")
 
 
 class EventLog:
-    def __init__(self, path, clock):
+    def __init__(self, path, clock, resume_at=None):
         # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
         self.clock = clock
-        self.file = open(path, "w", buffering=1)
+        if resume_at is None:
+            self.file = open(path, "w", buffering=1)
+        else:  # a resumed run: drop what was logged after the checkpoint, then append
+            self.file = open(path, "r+", buffering=1)
+            self.file.truncate(resume_at)
+            self.file.seek(resume_at)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.counters["compute_time"] = 0.0
         self.lock = threading.Lock()  # the compute and the communication thread both log
@@ -44,27 +49,53 @@ class EventLog:
             self.counters["self_loops"] += 1
         self.write("self_loop", **fields)
 
+    def relay(self, **fields):
+        """An MW walk passing through a failed node: forwarded with no local update (SPEC §6)."""
+        with self.lock:
+            self.counters["relays"] += 1
+        self.write("relay", **fields)
+
     def exchange(self, partner, **fields):
         """One gossip exchange initiated by this (active) node: two transfers."""
         with self.lock:
             self.counters["exchanges"] += 1
         self.write("exchange", partner=partner, **fields)
 
+    def offset(self):
+        """Where the log ends now, for a checkpoint: a resumed run continues from here."""
+        with self.lock:
+            self.file.flush()
+            return self.file.tell()
+
     def close(self):
         self.file.close()
 
 
-def write_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_test_accuracy, final_test_loss,
-                  network_average_test_accuracy=None):
-    """summary.json of a finished run, from every node's counters; the MPI engine and the simulator share it."""
+def write_json_atomically(path, obj):
+    """Readers see the old file or the new one, never half of one (a crash may come at any time)."""
+    tmp = f"{path}.{threading.get_ident()}.tmp"  # rank 0's two threads may both write the summary
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def write_summary(out_dir, cfg, nodes, **fields):
+    """summary.json, replaced atomically: a killed job leaves the last version written
+    (a provisional one says complete: false)."""
+    summary = dict(algorithm=cfg["algorithm"], nodes=nodes, walks=cfg["walks"], graph=cfg["graph"], tau=cfg["tau"],
+                   gossip_mode=cfg["gossip_mode"], task=cfg["task"], failure_times=cfg["failure_times"], **fields)
+    write_json_atomically(os.path.join(out_dir, "summary.json"), summary)
+    return summary
+
+
+def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_test_accuracy, final_test_loss,
+                        network_average_test_accuracy=None, **extra):
+    """The summary of a finished run, from every node's counters; the MPI engine and the simulator share it."""
     totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
-    summary = dict(algorithm=cfg["algorithm"], backend=backend, nodes=len(counters), walks=cfg["walks"],
-                   graph=cfg["graph"], tau=cfg["tau"], gossip_mode=cfg["gossip_mode"], task=cfg["task"],
-                   model_bytes=model_bytes, wall_time_s=wall_time, final_test_accuracy=final_test_accuracy,
-                   final_test_loss=final_test_loss, **totals,
-                   network_average_test_accuracy=network_average_test_accuracy, complete=True)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    summary = write_summary(out_dir, cfg, len(counters), backend=backend, model_bytes=model_bytes,
+                            wall_time_s=wall_time, final_test_accuracy=final_test_accuracy,
+                            final_test_loss=final_test_loss, **totals,
+                            network_average_test_accuracy=network_average_test_accuracy, complete=True, **extra)
     print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
           f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_test_accuracy:.4f}", flush=True)
     return summary
@@ -77,7 +108,7 @@ def read_events(out_dir):
         rank = int(os.path.basename(path)[len("events-rank"):-len(".jsonl")])
         with open(path) as f:
             for line in f:
-                if line.strip():
+                if line.strip() and line.endswith("\n"):  # a line cut short by a crash is left out
                     events.append(dict(json.loads(line), rank=rank))
     events.sort(key=lambda e: (e["t"], e["rank"]))
     return events

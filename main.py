@@ -44,6 +44,9 @@ config = dict(
     transfer_dtype="float32",  # float32 | bfloat16: the dtype models travel in (bytes counted accordingly)
     device="auto",           # auto | cpu | cuda
     save_models=False,       # write the final global model and walk models
+    failure_times=[],        # seconds; the i-th time fails node i (MW: aggregator moves on; gossip: node stops)
+    checkpoint_every=0.0,    # seconds between consistent checkpoints in out/checkpoint/; 0 = none
+    resume="",               # a run's out folder: continue it from its latest checkpoint
     synthetic_samples=4000,  # size of the synthetic task
     synthetic_features=32,
     synthetic_classes=10,
@@ -64,6 +67,9 @@ DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TIME_DISTS = ("fixed", "exponential", "measured")
 TASKS = ("digits", "synthetic", "cifar10", "mnli")
 TRANSFER_DTYPES = ("float32", "bfloat16")
+MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# what a resumed run may change: how long it runs and how it reports; the rest defines the run
+RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "resume")
 
 
 class ConfigError(ValueError):
@@ -85,9 +91,54 @@ def _convert(key, text, default):
         raise ConfigError(f"--{key.replace('_', '-')} must be {kind.__name__}, got {text!r}") from None
 
 
+def _check_type(key, value, where=""):
+    """A config value must have its default's type (an int will do for a float)."""
+    default, number = config[key], (int, float)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, number) and not isinstance(v, bool) for v in value)
+    else:
+        kinds = number if isinstance(default, float) else type(default)
+        ok = isinstance(value, kinds) and not isinstance(value, bool)
+    if not ok:
+        kind = "list of numbers" if isinstance(default, list) else type(default).__name__
+        raise ConfigError(f"{where}{key} must be {kind}, got {value!r}")
+
+
+def resumed_config(cfg, given):
+    """--resume DIR: the config the run was started with (DIR/config.json), where the command
+    line may change only RESUME_CHANGEABLE keys; the run continues in DIR."""
+    folder = cfg["resume"]
+    path = os.path.join(folder, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {folder}: {path} does not exist; resume takes the --out folder of a run") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume {folder}: {path} is unreadable: {e}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} must hold one JSON object of config keys")
+    for key, value in saved.items():
+        if key not in config:
+            raise ConfigError(f"{path}: unknown config key {key!r}")
+        _check_type(key, value, where=f"{path}: ")
+    if "out" in given:
+        raise ConfigError("--out cannot be given with --resume: a resumed run continues in its own folder")
+    merged = dict(config, **saved)
+    for key in given:
+        if key not in RESUME_CHANGEABLE and cfg[key] != merged[key]:
+            raise ConfigError(f"--{key.replace('_', '-')} cannot change on --resume (the run has {merged[key]!r}); "
+                              f"only {', '.join('--' + k.replace('_', '-') for k in RESUME_CHANGEABLE[:-1])} can")
+        merged[key] = cfg[key]
+    merged["out"] = folder
+    return merged
+
+
 def parse_config(argv, check_paths=True):
     """Return a validated copy of `config` with command-line overrides applied."""
-    cfg = dict(config)
+    cfg, given = dict(config), set()
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -98,6 +149,7 @@ def parse_config(argv, check_paths=True):
         if key not in cfg:
             allowed = ", ".join("--" + k.replace("_", "-") for k in config)
             raise ConfigError(f"unknown flag --{name}; allowed: {allowed}")
+        given.add(key)
         values = [inline] if inline else []
         i += 1
         while i < len(argv) and not argv[i].startswith("--") and (not values or isinstance(config[key], list)):
@@ -109,6 +161,8 @@ def parse_config(argv, check_paths=True):
             raise ConfigError(f"--{name} needs one value")
         else:
             cfg[key] = _convert(key, values[0], config[key])
+    if cfg["resume"]:
+        cfg = resumed_config(cfg, given)
     validate_config(cfg, check_paths)
     return cfg
 
@@ -123,6 +177,8 @@ def validate_config(cfg, check_paths=True):
     unknown = set(cfg) - set(config)
     if unknown:
         raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}")
+    for key, value in cfg.items():
+        _check_type(key, value)
     _one_of(cfg, "algorithm", ALGORITHMS)
     _one_of(cfg, "task", TASKS)
     _one_of(cfg, "partition", PARTITIONS)
@@ -156,6 +212,12 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
     if cfg["skip_updates"] and cfg["compute_time_dist"] == "measured":
         raise ConfigError("compute_time_dist measured times real updates, so it cannot be combined with skip_updates")
+    if any(t < 0 for t in cfg["failure_times"]):
+        raise ConfigError(f"failure_times must be >= 0 seconds, got {cfg['failure_times']}")
+    if any(a >= b for a, b in zip(cfg["failure_times"], cfg["failure_times"][1:])):
+        raise ConfigError(f"failure_times must increase (the i-th time fails node i), got {cfg['failure_times']}")
+    if cfg["checkpoint_every"] < 0:
+        raise ConfigError(f"checkpoint_every must be >= 0, got {cfg['checkpoint_every']}")
     if check_paths:
         if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
             raise ConfigError(f"graph file {cfg['graph']} does not exist")
@@ -163,6 +225,8 @@ def validate_config(cfg, check_paths=True):
             raise ConfigError(f"data_dir {cfg['data_dir']} does not exist (task {cfg['task']} reads its data from it)")
         if cfg["task"] == "mnli" and not os.path.isdir(cfg["model_dir"]):
             raise ConfigError(f"model_dir {cfg['model_dir']!r} does not exist (task mnli loads a local OPT checkpoint from it)")
+        if cfg["task"] == "mnli" and not any(os.path.isfile(os.path.join(cfg["model_dir"], f)) for f in MODEL_WEIGHT_FILES):
+            raise ConfigError(f"model_dir {cfg['model_dir']} has no weights (expected {' or '.join(MODEL_WEIGHT_FILES)})")
 
 
 def build_run(cfg, num_nodes):
@@ -174,6 +238,9 @@ def build_run(cfg, num_nodes):
     cfg["nodes"] = num_nodes
     if cfg["walks"] > num_nodes:
         raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+    if len(cfg["failure_times"]) > num_nodes - 1:
+        raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
+                          f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
     gossip = graphs.gossip_graph(graph, cfg["graph"]) if cfg["algorithm"] == "gossip" else None
     task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
@@ -206,6 +273,9 @@ def main(argv):
     try:
         cfg = parse_config(argv)
         run = build_run(cfg, comm.Get_size())
+        if cfg["resume"]:  # this rank's part of the latest checkpoint, checked before any work
+            import checkpoint
+            run["resume"] = checkpoint.load(cfg, comm.Get_rank())
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         error = str(e).splitlines()[0] if str(e) else type(e).__name__
     # Every rank checks (data may be missing on one node only); all agree before any work.
@@ -235,4 +305,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    import supervisor
+    supervisor.supervise_rank()  # returns in a child process that runs the rank; see supervisor.py
     sys.exit(main(sys.argv[1:]))

@@ -32,7 +32,7 @@ import torch
 import algorithms
 import main
 import models
-from events import EventLog, write_summary
+from events import EventLog, write_final_summary
 
 
 class VirtualClock:
@@ -289,8 +289,8 @@ def simulate(cfg, run, verbose=True):
         log.close()
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
-    return write_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
-                         accuracy, loss, average_accuracy)
+    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
+                               accuracy, loss, average_accuracy)
 
 
 def simulate_main(argv):

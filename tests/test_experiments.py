@@ -134,7 +134,7 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
     assert len(names) == 2
     for name in names:
         assert plots.is_complete(runs_dir / "smoke" / name)
-        assert any(line.startswith(f"[") and name in line and "updates" in line for line in result.stdout.splitlines())
+        assert any(line.startswith("[") and name in line and "updates" in line for line in result.stdout.splitlines())
 
     text = (report_dir / "REPORT.md").read_text()
     rows = {os.path.basename(row[0].strip("`")): row for row in markdown_rows(text, "`")}

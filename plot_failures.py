@@ -1,0 +1,90 @@
+"""
+Test accuracy against time for runs with failures (SPEC §6), a dashed line at each
+failure; runs of the same algorithm without failures are drawn dotted, for reference.
+
+    mpirun -n 6 python main.py --walks 4 --train-time 30 --eval-interval 1 --failure-times 10 20 --out runs/fail-mw
+    mpirun -n 6 python main.py --algorithm gossip --train-time 30 --eval-interval 1 --failure-times 10 20 --out runs/fail-gossip
+    mpirun -n 6 python main.py --walks 4 --train-time 30 --eval-interval 1 --out runs/nofail-mw
+    mpirun -n 6 python main.py --algorithm gossip --train-time 30 --eval-interval 1 --out runs/nofail-gossip
+    python plot_failures.py runs/fail-mw runs/fail-gossip runs/nofail-mw runs/nofail-gossip --ymin 0.85
+
+It also prints, for every failure, the accuracy evaluated last before it, first after
+it (at the node evaluation moved to) and at the end of the run.
+"""
+import argparse
+import json
+import os
+
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from events import read_events  # noqa: E402
+
+
+def failure_curve(out_dir):
+    """(config, [(t, accuracy, evaluating node)], [(failed node, time)]) of one run."""
+    with open(os.path.join(out_dir, "config.json")) as f:
+        cfg = json.load(f)
+    events = read_events(out_dir)
+    evals = [(e["t"], e["test_accuracy"], e.get("node", 0)) for e in events
+             if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
+    failures = sorted({(e["node"], e["scheduled"]) for e in events if e["type"] == "failure"})
+    return cfg, evals, failures
+
+
+def name(cfg):
+    return f"MW-{cfg['walks']}" if cfg["algorithm"] == "mw" else "gossip"
+
+
+def around_failures(evals, failures):
+    """Rows (failed node, time, accuracy last before, first after, final)."""
+    rows = []
+    for node, t in failures:
+        before = [acc for time, acc, _ in evals if time < t]
+        after = [acc for time, acc, _ in evals if time >= t]
+        rows.append((node, t, before[-1] if before else None, after[0] if after else None, evals[-1][1]))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="out folders of runs (with and without --failure-times)")
+    parser.add_argument("--out", default="figures/failures.png")
+    parser.add_argument("--ymin", type=float, default=None, help="lower end of the accuracy axis (to zoom in)")
+    args = parser.parse_args(argv)
+    curves = [failure_curve(run) for run in args.runs]
+    algorithms = sorted({cfg["algorithm"] for cfg, _, _ in curves}, key=["mw", "gossip"].index)
+    fig, axes = plt.subplots(1, len(algorithms), figsize=(5.5 * len(algorithms), 4), sharey=True, squeeze=False)
+    for ax, algorithm in zip(axes[0], algorithms):
+        mine = [(curve, run) for curve, run in zip(curves, args.runs) if curve[0]["algorithm"] == algorithm]
+        first = mine[0][0][0]
+        ax.set_title(f"{'MW' if algorithm == 'mw' else 'gossip'}: {first['nodes']} nodes, {first['graph']}, "
+                     f"{first['task']}")
+        for (cfg, evals, failures), run in mine:
+            t, acc = [e[0] for e in evals], [e[1] for e in evals]
+            label = name(cfg) + (f", {len(failures)} failures" if failures else ", no failures")
+            ax.plot(t, acc, ":" if not failures else "-", marker="." if failures else None, label=label)
+            for node, when in failures:
+                what = f"aggregator {node} -> {node + 1}" if algorithm == "mw" else f"node {node} stops"
+                ax.axvline(when, color="gray", linestyle="--", linewidth=1)
+                ax.text(when, 0.25, " " + what, rotation=90, va="bottom", fontsize=8, color="gray",
+                        transform=ax.get_xaxis_transform())
+            for node, when, before, after, final in around_failures(evals, failures):
+                print(f"{run}: {name(cfg)} failure of node {node} at {when:g}s: accuracy {before:.4f} before, "
+                      f"{after:.4f} first after, {final:.4f} at the end")
+            if not failures:
+                print(f"{run}: {name(cfg)} without failures: final accuracy {acc[-1]:.4f}")
+        ax.set_xlabel("time (s)")
+        ax.set_ylim(bottom=args.ymin)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0][0].set_ylabel("test accuracy (evaluated model)")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
