@@ -98,7 +98,7 @@ def test_synthetic_loads_standardised():
 def test_unknown_task_names_the_allowed_ones():
     with pytest.raises(DataError, match="unknown task 'foo'; allowed: digits, synthetic, cifar10"):
         load_task_data("foo")
-    assert TASKS == ("digits", "synthetic", "cifar10")
+    assert TASKS == ("digits", "synthetic", "cifar10", "mnli")
 
 
 def write_cifar_folder(folder, seed=0):
