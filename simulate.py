@@ -11,7 +11,8 @@ plots and reports read simulated and real runs alike. Only time is virtual:
     measured (the wall time the real update took; not deterministic),
   - a model transfer takes model_bytes / bandwidth + latency,
   - every node has one compute queue.
-Time-based settings (train_time, LR schedule, eval_interval) use virtual time.
+Time-based settings (train_time, LR schedule, eval_interval) use virtual time;
+evaluations at node 0 take none.
 One seed gives byte-identical event logs (fixed and exponential durations).
 
     python simulate.py --nodes 50 --graph cycle --walks 5 --task synthetic --max-iterations 2000 --seed 7 --out runs/sim
@@ -60,43 +61,28 @@ class VirtualClock:
             action(*args)
 
 
-class ComputeTimes:
-    """Virtual duration of each local update; node v draws from its own stream, so durations never depend on
-    the order in which the simulator happens to visit nodes."""
-    def __init__(self, cfg, num_nodes):
-        self.dist, self.mean = cfg["compute_time_dist"], cfg["compute_time_mean"]
-        self.rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(num_nodes)]
-
-    def draw(self, node, measured):
-        if self.dist == "fixed":
-            return self.mean
-        if self.dist == "exponential":
-            return float(self.rngs[node].exponential(self.mean))
-        return measured
-
-
-def run_update(cfg, node, params, lr):
-    """The real local update on `params` (skipped for pure timing studies); returns (loss, wall seconds)."""
-    if cfg["skip_updates"]:
-        return None, 0.0
-    started = time.perf_counter()
-    loss = algorithms.local_update(node, params, cfg["tau"], lr)
-    return round(loss, 6), time.perf_counter() - started
-
-
 class Network:
-    """What both algorithms share: the nodes, their logs, the clock and the cost of one transfer."""
+    """What both algorithms share: the nodes, their logs, the clock, and what updates and transfers cost."""
     def __init__(self, cfg, run, nodes, logs, clock):
         self.cfg, self.run, self.nodes, self.logs, self.clock = cfg, run, nodes, logs, clock
         self.x0 = models.flatten_params(nodes[0].model)
         self.model_bytes = 4 * self.x0.numel()
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
-        self.compute_times = ComputeTimes(cfg, len(nodes))
+        # one stream per node: durations never depend on the order in which the simulator visits nodes
+        self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
 
     def update(self, v, params):
-        """Node v's local update, computed now; returns (loss, virtual duration)."""
-        loss, measured = run_update(self.cfg, self.nodes[v], params, algorithms.lr_at(self.clock.now, self.cfg))
-        return loss, self.compute_times.draw(v, measured)
+        """Node v's local update on `params` (skipped for pure timing studies), computed now;
+        returns (loss, virtual duration)."""
+        cfg, loss, started = self.cfg, None, time.perf_counter()
+        if not cfg["skip_updates"]:
+            lr = algorithms.lr_at(self.clock.now, cfg)
+            loss = round(algorithms.local_update(self.nodes[v], params, cfg["tau"], lr), 6)
+        if cfg["compute_time_dist"] == "fixed":
+            return loss, cfg["compute_time_mean"]
+        if cfg["compute_time_dist"] == "exponential":
+            return loss, float(self.duration_rngs[v].exponential(cfg["compute_time_mean"]))
+        return loss, time.perf_counter() - started  # measured
 
 
 # -----------------------------------------------------------------------------
