@@ -261,6 +261,15 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
     assert "\n" not in str(error.value) and (str(tmp_path) in str(error.value))
 
 
+def test_transfer_dtype_and_eval_samples_are_checked():
+    from main import ConfigError, parse_config
+    assert parse_config(["--transfer-dtype", "bfloat16"], check_paths=False)["transfer_dtype"] == "bfloat16"
+    with pytest.raises(ConfigError, match="transfer_dtype 'float16' is not one of float32, bfloat16"):
+        parse_config(["--transfer-dtype", "float16"], check_paths=False)
+    with pytest.raises(ConfigError, match="eval_samples must be >= 0"):
+        parse_config(["--eval-samples", "-1"], check_paths=False)
+
+
 # ----------------------------------------------------------------------------- 4 ranks
 
 def run_main(args, ranks=4, timeout=240):
