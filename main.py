@@ -236,7 +236,7 @@ def build_run(cfg, num_nodes):
     if cfg["nodes"] and cfg["nodes"] != num_nodes:
         raise ConfigError(f"nodes {cfg['nodes']} differs from the {num_nodes} MPI ranks; launch with mpirun -n {cfg['nodes']}")
     cfg["nodes"] = num_nodes
-    if cfg["walks"] > num_nodes:
+    if cfg["algorithm"] == "mw" and cfg["walks"] > num_nodes:
         raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
     if len(cfg["failure_times"]) > num_nodes - 1:
         raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
