@@ -70,7 +70,8 @@ def local_update(node, params, tau, lr):
     is overwritten with the result. The node's optimizer state carries over."""
     if node.emulate_compute is not None:
         # emulated compute: the sleep uses no CPU, so a benchmark sees only the engine's own cost
-        time.sleep(node.emulate_compute)
+        if node.emulate_compute > 0:  # sleep(0) would still yield the core
+            time.sleep(node.emulate_compute)
         params.add_(lr)
         return 0.0
     models.load_flat_params(node.model, params)
