@@ -81,7 +81,8 @@ def local_update(node, params, tau, lr):
     is overwritten with the result. The node's optimizer state carries over."""
     if node.emulate_compute is not None:
         # emulated compute: the sleep uses no CPU, so a benchmark sees only the engine's own cost
-        time.sleep(node.emulate_compute)
+        if node.emulate_compute > 0:  # sleep(0) would still yield the core
+            time.sleep(node.emulate_compute)
         params.add_(lr)
         return 0.0
     models.load_flat_params(node.model, params)
@@ -171,10 +172,11 @@ def gossip_partner(passive_neighbors, rng):
 
 
 def gossip_average(live, sent, received):
-    """Pairwise averaging: live <- live + (received - sent)/2. `sent` is the model
-    this node sent; any local delta added to `live` since then is kept, so the
-    result is (x_i + x_j)/2 plus the deltas that landed meanwhile."""
-    live.add_(received.to(live.device, live.dtype) - sent, alpha=0.5)
+    """Pairwise averaging: live <- live + (received - sent)/2. `sent` is the model this
+    node sent (its host send buffer, maybe bf16; the sum runs in live's dtype and device);
+    any local delta added to `live` since then is kept, so the result is (x_i + x_j)/2
+    plus the deltas that landed meanwhile."""
+    live.add_(received.to(live.device, live.dtype) - sent.to(live.device, live.dtype), alpha=0.5)
 
 
 def apply_delta(live, before, after):

@@ -40,16 +40,40 @@ TRANSFER_DTYPES = dict(float32=torch.float32, bfloat16=torch.bfloat16)
 
 
 class Backoff:
-    """Sleep between polls: short right after activity, doubling while idle."""
-    def __init__(self, low=2e-5, high=2e-3):
-        self.low, self.high, self.delay = low, high, low
+    """Sleep between polls: short right after activity, doubling while idle, up to `high`,
+    which bounds how late an idle rank notices a message. 1 ms: an idle rank costs about
+    3% of a core (2 ms: 2.5%, 0.5 ms: 4%; 8 ranks on 2 cores). A `wakeup` (a Doorbell the other thread of this
+    rank rings) ends the sleep as soon as there is local work."""
+    def __init__(self, low=2e-5, high=1e-3, wakeup=None):
+        self.low, self.high, self.delay, self.wakeup = low, high, low, wakeup
 
     def idle(self):
-        time.sleep(self.delay)
+        if self.wakeup is None:
+            time.sleep(self.delay)
+        else:
+            self.wakeup.wait(self.delay)
         self.delay = min(self.delay * 2, self.high)
 
     def reset(self):
         self.delay = self.low
+
+
+class Doorbell:
+    """Ends the communication thread's idle wait as soon as the compute thread posts work.
+    A bare lock, held while nobody rang: waiting on it costs about what a sleep does, where
+    a threading.Event costs half as much again."""
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def ring(self):
+        try:
+            self.lock.release()
+        except RuntimeError:
+            pass  # rung already and not yet answered
+
+    def wait(self, timeout):
+        self.lock.acquire(timeout=timeout)
 
 
 def polite_barrier(comm):
@@ -281,10 +305,10 @@ class WalkQueue:
             return len(self.heap)
 
 
-def mw_communication(comm, cfg, queue, outbox, pool, log, progress, stop, ckpt, failures):
+def mw_communication(comm, cfg, queue, outbox, doorbell, pool, log, progress, stop, ckpt, failures):
     """Moves walks between ranks; rank 0 also counts retired walks and ends the run."""
     rank, size, num_walks = comm.Get_rank(), comm.Get_size(), cfg["walks"]
-    status, backoff, sending, retired = MPI.Status(), Backoff(), [], 0
+    status, backoff, sending, retired = MPI.Status(), Backoff(wakeup=doorbell), [], 0
     stop_requests = None
     notice = np.zeros(1, dtype=np.int64)
     while True:
@@ -353,6 +377,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
     dtype, model_bytes = transfer_format(cfg, num_params)
     pool = BufferPool(num_params, dtype, pin=node.device.type == "cuda")
     queue, outbox, stop = WalkQueue(), [], threading.Event()
+    doorbell = Doorbell()  # rung with every outbox entry: the communication thread sends it at once
     aggregator = algorithms.Aggregator(x0, num_walks) if rank == 0 else None
     final_walks = {}
     if resume:  # the walks parked here at the checkpoint, and the aggregator's state
@@ -387,7 +412,8 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
         evaluator.progress = progress
         progress.evaluator = evaluator
     comm_thread = threading.Thread(target=mw_communication, name="mpi",
-                                   args=(comm, cfg, queue, outbox, pool, log, progress, stop, ckpt, failures))
+                                   args=(comm, cfg, queue, outbox, doorbell, pool, log, progress, stop, ckpt,
+                                         failures))
     comm_thread.start()
     while not stop.is_set():
         if ckpt.due():
@@ -408,6 +434,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
                 final_walks[walk_id] = buf.params.clone()
             pool.put(buf)
             outbox.append((0, TAG_RETIRED, np.array([walk_id], dtype=np.int64)))
+            doorbell.ring()
             continue
         role = algorithms.aggregator_at(clock(), failure_times)
         if rank < role:
@@ -431,6 +458,7 @@ def run_mw(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resume):
         else:
             log.transfer(nxt, model_bytes, walk=walk_id)
             outbox.append((nxt, TAG_WALK, buf))
+            doorbell.ring()
     comm_thread.join()
     return (aggregator.global_model if aggregator is not None else None), final_walks
 
@@ -450,14 +478,14 @@ class LiveModel:
 
 def gossip_exchange_active(comm, live, partner, sendbuf, recvbuf, backoff, progress):
     """Swap models with a passive neighbour and average."""
-    sent = live.copy()
-    sendbuf.params.copy_(sent)
+    with live.lock:
+        sendbuf.params.copy_(live.params)  # sendbuf keeps the model sent until the average below
     recv_request = comm.Irecv(recvbuf.mpi, partner, TAG_REPLY)
     send_request = comm.Isend(sendbuf.mpi, partner, TAG_EXCHANGE)
     wait(send_request, backoff, progress.poll)
     wait(recv_request, backoff, progress.poll)
     with live.lock:
-        algorithms.gossip_average(live.params, sent, recvbuf.params)
+        algorithms.gossip_average(live.params, sendbuf.params, recvbuf.params)
 
 
 def gossip_communication(comm, cfg, run, live, log, progress, compute_done, credits, clock, rng, ckpt, failures):
@@ -499,11 +527,11 @@ def gossip_communication(comm, cfg, run, live, log, progress, compute_done, cred
             if comm.Iprobe(MPI.ANY_SOURCE, TAG_EXCHANGE, status):
                 partner = status.Get_source()
                 comm.Recv(recvbuf.mpi, partner, TAG_EXCHANGE)
-                sent = live.copy()
-                sendbuf.params.copy_(sent)
+                with live.lock:
+                    sendbuf.params.copy_(live.params)
                 wait(comm.Isend(sendbuf.mpi, partner, TAG_REPLY), backoff, progress.poll)
                 with live.lock:
-                    algorithms.gossip_average(live.params, sent, recvbuf.params)
+                    algorithms.gossip_average(live.params, sendbuf.params, recvbuf.params)
                 log.transfer(partner, model_bytes)
                 backoff.reset()
             elif comm.Iprobe(MPI.ANY_SOURCE, TAG_DONE, status):

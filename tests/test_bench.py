@@ -1,0 +1,86 @@
+"""bench.py and its emulated-compute hook. Speed is measured by the benchmark itself, never
+asserted here: these tests check the output's structure and that the counters are exact."""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import algorithms
+import bench
+import main
+import models
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp_path):
+    done = subprocess.run([sys.executable, "bench.py", "--nodes", "2", "--walks", "2", "--train-time", "3",
+                           "--hop-time", "2", "--trim", "0.5", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert sorted(k for k in result if "efficiency" in k) == ["gossip_efficiency", "mw2_efficiency",
+                                                              "mw2_engine_efficiency"]
+    assert [k for k in result if "hop" in k] == ["hop_overhead"]
+    assert all(math.isfinite(v) and v > 0 for v in result.values())
+    counters = {k: v for k, v in result.items() if k.startswith("counter_")}
+    assert counters == dict.fromkeys(["counter_mw_transfers", "counter_mw_bytes", "counter_gossip_transfers",
+                                      "counter_gossip_bytes", "counter_summary"], 1.0)
+    table = "\n".join(lines[:-1])
+    for row in ("MW-2 efficiency", "MW-2 engine efficiency", "gossip efficiency", "hop overhead",
+                "MW transfers", "gossip bytes", "summary.json totals"):
+        assert f"| {row} " in table
+
+
+def write_run(out, events, summary):
+    os.makedirs(out)
+    with open(os.path.join(out, "events-rank0.jsonl"), "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in events)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f)
+
+
+def test_counter_check_catches_a_missing_transfer(tmp_path):
+    # an MW run of 3 visits: one self loop, so 2 transfers of 8 bytes; the log lost one of them
+    events = [dict(t=0.1, type="update"), dict(t=0.2, type="transfer", to=1, bytes=8),
+              dict(t=0.3, type="update"), dict(t=0.4, type="self_loop"), dict(t=0.5, type="update")]
+    summary = dict(algorithm="mw", model_bytes=8, iterations=3, transfers=2, bytes_sent=16, self_loops=1,
+                   exchanges=0)
+    write_run(tmp_path / "mw", events, summary)
+    transfers, nbytes, agreement = bench.counter_check(tmp_path / "mw")
+    assert transfers == (1, 2) and nbytes == (8, 16)
+    assert bench.worst_ratio([transfers]) == 0.5
+    assert bench.worst_ratio(agreement) == 2.0  # the summary counted 2 transfers, the events 1
+
+
+def test_contention_free_rate_is_r_over_t_when_walks_never_meet():
+    args = argparse.Namespace(nodes=2, seed=0, compute=0.1, train_time=10.0, trim=1.0)
+    # on the single edge of 2 nodes both walks swap ends every round, so neither ever waits
+    assert bench.contention_free_rate(args, 2) == pytest.approx(2 / 0.1)
+    args.nodes = 8  # 8 walks on 8 nodes do meet: the queueing ceiling is below R/t
+    assert bench.contention_free_rate(args, 8) < 8 / 0.1
+
+
+def test_emulated_update_sleeps_and_changes_the_flat_params_deterministically():
+    cfg = main.parse_config(["--emulate-params", "5", "--emulate-compute", "0.01", "--walks", "1"], check_paths=False)
+    run = main.build_run(cfg, 2)
+    node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
+    assert isinstance(node.model, models.FlatBuffer) and models.num_params(node.model) == 5
+    params = models.flatten_params(node.model)
+    assert algorithms.local_update(node, params, tau=5, lr=0.5) == 0.0
+    assert torch.equal(params, torch.full((5,), 0.5))
+    loss, accuracy = models.evaluate(node.model, run["task_data"].test_x, run["task_data"].test_y)
+    assert math.isnan(loss) and math.isnan(accuracy)
+
+
+def test_emulate_compute_needs_a_model_size():
+    with pytest.raises(main.ConfigError, match="emulate_compute needs emulate_params > 0"):
+        main.parse_config(["--emulate-compute", "0.1"], check_paths=False)
+    with pytest.raises(main.ConfigError, match="emulate_params must be >= 0"):
+        main.parse_config(["--emulate-params", "-1"], check_paths=False)
