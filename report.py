@@ -361,6 +361,12 @@ def write_report(runs, target, out_dir, title, command):
     for key, png in figures.items():
         md += ["", f"### {plots.setting_title(key)} (diameter {diameters[key]})", "",
                f"![{plots.setting_title(key)}](figures/{os.path.basename(png)})"]
+    large_v = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reports", "large_v.md")
+    if os.path.exists(large_v):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
+        md += ["", "## Large graphs (simulated)", "",
+               f"The same four claims at V = 20, 50 and 100, on the simulator's virtual clock: "
+               f"[{os.path.relpath(large_v, out_dir)}]({os.path.relpath(large_v, out_dir)}) "
+               "(`python large_v.py` regenerates it)."]
     md += ["", "## Runs", "",
            "Every run directory and its own numbers; the tables above are means over these.", "",
            "| run | algorithm | setting | seed | iterations | bytes sent | wall s | final acc | iterations to target "
