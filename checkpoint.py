@@ -116,6 +116,8 @@ class Checkpointer:
     def poll(self, parked=0, unretired=0):
         """parked: walks waiting at this rank. unretired (rank 0, MW): walks not retired yet,
         all of which must be parked somewhere before the cut. Returns True if it did something."""
+        if not self.every:  # no checkpoints in this run: nothing is ever sent
+            return False
         self.requests = [(r, b) for r, b in self.requests if not r.Test()]
         busy = False
         if self.due() and self.compute_idle.is_set() and self.ready_sent != parked:

@@ -541,15 +541,20 @@ def gossip_communication(comm, cfg, run, live, log, progress, compute_done, cred
                 failures.poll()
                 if not (progress.poll() | ckpt.poll()):
                     backoff.idle()
-    gossip_finish(comm, progress, ckpt, failures, backoff)
+    gossip_finish(comm, progress, ckpt, failures, backoff, compute_done)
 
 
-def gossip_finish(comm, progress, ckpt, failures, backoff):
-    """This rank's part is over (no more updates, no exchange left to serve). It tells rank 0,
-    then keeps taking part in checkpoint rounds, which still need its state, until rank 0
-    has heard from every rank and sends STOP."""
+def gossip_finish(comm, progress, ckpt, failures, backoff, compute_done):
+    """Once this rank's part is over (no exchange left to serve, and no update left: a passive
+    node can be done serving before it is done computing), it tells rank 0, then keeps taking
+    part in checkpoint rounds, which still need its state, until rank 0 has heard from every
+    rank and sends STOP."""
     rank, size = comm.Get_rank(), comm.Get_size()
     notice = np.zeros(1, dtype=np.int64)
+    while not compute_done.is_set():
+        failures.poll()
+        if not (progress.poll() | ckpt.poll()):
+            backoff.idle()
     if rank == 0:
         progress.poll(final=True)
         while len(progress.finished) < size or ckpt.saving:
@@ -610,8 +615,8 @@ def run_gossip(comm, cfg, run, node, log, clock, evaluator, ckpt, failures, resu
         done["updates"] += 1
         credits.release()
     alive = not algorithms.is_failed(rank, clock(), failure_times)
-    compute_done.set()
     ckpt.compute_finished()
+    compute_done.set()
     comm_thread.join()
     return live.params, alive
 

@@ -70,7 +70,7 @@ def test_two_failures_on_six_ranks(tmp_path, algorithm):
     evals = evals_of(events)
     boundaries = [0.0, *failure_times, float("inf")]
     for i, (begin, end) in enumerate(zip(boundaries, boundaries[1:])):  # evaluation follows the failures
-        assert {e.get("node", 0) for e in evals if begin + 0.2 < e["t"] < end} == {i}, evals
+        assert {e.get("node", 0) for e in evals if begin + 0.5 < e["t"] < end} == {i}, evals
     before = [e["test_accuracy"] for e in evals if e["t"] < failure_times[-1]][-1]
     assert summary["final_test_accuracy"] >= before, (before, summary)
     for begin, end in zip(failure_times, boundaries[2:]):  # still learning: updates after each failure
@@ -150,6 +150,7 @@ def test_resumed_mw_run_reaches_the_uninterrupted_counters(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_resumed_gossip_run_reaches_the_iteration_budget(tmp_path):
     budget = 800
     flags = ["--algorithm", "gossip", "--graph", "cycle", "--seed", 2, "--max-iterations", budget, *FAST]
@@ -243,6 +244,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, ranks, args, message):
 # ----------------------------------------------------------------------------- soak
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 30 launches of 4 ranks: minutes on 2 cores
 def test_soak_randomized_short_runs_never_hang(tmp_path):
     """30 short runs over graph x algorithm x R x alpha x seed (with failures and checkpoints
     now and then), each under a timeout: every one must end cleanly."""
