@@ -221,7 +221,7 @@ class Evaluator:
     def __init__(self, cfg, run, node, log, progress, clock):
         self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
         self.evaluate = algorithms.make_evaluate(cfg, run, node)
-        self.next_time, self.model_bytes = 0.0, None
+        self.next_time = 0.0
 
     def due(self):
         return self.clock() >= self.next_time
