@@ -2,8 +2,6 @@
 MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files)."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +11,8 @@ import mnli
 import models
 from data import DataError, partition_indices, subset_test_split
 from events import read_events
+import helpers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
 WORDS = ("the cat dog man woman child sat ran slept ate walked on in under near a an red big small old new "
          "house park river city road table tree car book letter quickly slowly today never always not").split()
@@ -272,15 +270,14 @@ def test_transfer_dtype_and_eval_samples_are_checked():
 
 # ----------------------------------------------------------------------------- 4 ranks
 
-def run_main(args, ranks=4, timeout=240):
-    return subprocess.run(["mpirun", "-n", str(ranks), sys.executable, "main.py", "--task", "mnli", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+def run_mnli(args, ranks=4, timeout=240):
+    return helpers.run_main(ranks, ["--task", "mnli", *args], timeout=timeout)
 
 
 @pytest.mark.parametrize("algorithm, data_form, dtype", [("mw", "jsonl", "float32"), ("gossip", "hf", "bfloat16")])
 def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
     out = tmp_path / "run"
-    result = run_main(["--algorithm", algorithm, "--walks", "2", "--graph", "complete", "--model-dir", tiny["model"],
+    result = run_mnli(["--algorithm", algorithm, "--walks", "2", "--graph", "complete", "--model-dir", tiny["model"],
                        "--data-dir", tiny[data_form], "--transfer-dtype", dtype, "--lr", "3e-3", "--batch-size", "8",
                        "--tau", "2", "--warmup-time", "0", "--max-iterations", "60", "--train-time", "120",
                        "--eval-interval", "1000", "--out", str(out)])
@@ -305,7 +302,7 @@ def test_bad_input_exits_2_with_one_line(tiny, tmp_path, what):
         model_dir = str(tmp_path / "no-such-model")
     else:
         data_dir = str(tmp_path)
-    result = run_main(["--model-dir", model_dir, "--data-dir", data_dir, "--walks", "2", "--out", str(tmp_path / "run")], ranks=2)
+    result = run_mnli(["--model-dir", model_dir, "--data-dir", data_dir, "--walks", "2", "--out", str(tmp_path / "run")], ranks=2)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0], result.stderr

@@ -1,8 +1,6 @@
 """The virtual-clock simulator: determinism, agreement with the MPI engine, and the
 exponential-delay scaling laws time(T iterations) = T m / R (MW) and T m / V (gossip)."""
 import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -11,8 +9,8 @@ import torch
 import main
 import simulate
 from events import read_events
+from helpers import run_main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +62,7 @@ def per_walk(out):
 def test_routes_and_counters_match_the_mpi_engine(tmp_path, graph):
     flags = ["--walks", "2", "--graph", graph, "--task", "digits", "--max-iterations", "40", "--train-time", "600",
              "--eval-interval", "600", "--seed", "3"]
-    real = subprocess.run(["mpirun", "-n", "4", sys.executable, "main.py", *flags, "--out", str(tmp_path / "mpi")],
-                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240)
     assert real.returncode == 0, real.stderr[-2000:]
     simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
     real_routes, real_counters = per_walk(tmp_path / "mpi")
