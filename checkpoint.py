@@ -25,9 +25,10 @@ consistent cut the ranks agree on, in numbered rounds, over small messages:
 A rank's file holds everything it needs to go on: the node (model with its
 BatchNorm buffers, optimizer state, batch stream), the event log's counters and
 length, RNG states, the evaluation and failure schedules, and the algorithm's
-state (MW: the parked walks with their headers, the aggregator's x, snapshots
-and joined walks, the retired walks; gossip: the live model, the local updates
-done, the partner RNG). The clock keeps running while a checkpoint is taken.
+state, which its protocol object gives (protocols.py, state_dict: MW: the parked
+walks with their headers, the aggregator's x, snapshots and joined walks, the
+retirement count and the retired walks; gossip: the live model, the local updates
+done, the partner RNG; both: the failures logged). The clock keeps running while a checkpoint is taken.
 
 --resume DIR re-reads DIR/config.json (main.resumed_config), loads every rank's
 file of the latest round, cuts each event log back to its length at the
@@ -61,13 +62,13 @@ class Checkpointer:
 
     The compute thread calls due(), seconds_to_next(), pause() and compute_finished();
     the communication thread calls poll() between its other work, and saves the state
-    (save_state(), set by the engine) while the compute thread is paused."""
+    (save_state(), the engine's) while the compute thread is paused."""
 
-    def __init__(self, comm, cfg, clock, resume=None):
+    def __init__(self, comm, cfg, clock, save_state, resume=None):
         self.comm, self.rank, self.size, self.clock = comm, comm.Get_rank(), comm.Get_size(), clock
         self.folder = os.path.join(cfg["out"], "checkpoint")
         self.every, self.train_time = cfg["checkpoint_every"], cfg["train_time"]
-        self.save_state = None
+        self.save_state = save_state
         if resume:
             self.round = resume["meta"]["round"] + 1
             self.next_time = self.next_time_after(resume["meta"]["elapsed"])
@@ -203,15 +204,15 @@ class Checkpointer:
 # -----------------------------------------------------------------------------
 # what every rank saves besides its algorithm's state
 
-def common_state(node, log, evaluator, failures):
+def common_state(node, log, evaluator):
     return dict(model=node.model.state_dict(), optimizer=node.optimizer.state_dict(),
                 batches=node.batches.state_dict(), counters=dict(log.counters), log_offset=log.offset(),
                 torch_rng=torch.get_rng_state(),
                 cuda_rng=torch.cuda.get_rng_state(node.device) if node.device.type == "cuda" else None,
-                eval_next_time=evaluator.next_time if evaluator else None, failures_logged=failures.logged)
+                eval_next_time=evaluator.next_time if evaluator else None)
 
 
-def restore_common(state, node, log, evaluator, failures):
+def restore_common(state, node, log, evaluator):
     node.model.load_state_dict(state["model"])
     node.optimizer.load_state_dict(state["optimizer"])
     node.batches.load_state_dict(state["batches"])
@@ -221,7 +222,6 @@ def restore_common(state, node, log, evaluator, failures):
         torch.cuda.set_rng_state(state["cuda_rng"], node.device)
     if evaluator and state["eval_next_time"] is not None:
         evaluator.next_time = state["eval_next_time"]
-    failures.logged = state["failures_logged"]
 
 
 def load(cfg, rank):

@@ -71,6 +71,15 @@ class EventLog:
         self.file.close()
 
 
+PROGRESS_HEADER = "     time | iterations |    sent MB | test loss | test acc"
+
+
+def progress_line(t, iterations, nbytes, loss, accuracy, model="node0", node=0):
+    """One progress line under PROGRESS_HEADER, for real and simulated runs alike."""
+    return (f"{t:8.1f}s | {iterations:10d} | {nbytes / 1e6:10.1f} | {loss:9.4f} | {accuracy:8.4f}"
+            + ("" if model == "node0" else f" ({model})") + (f" (node {node})" if node else ""))
+
+
 def write_json_atomically(path, obj):
     """Readers see the old file or the new one, never half of one (a crash may come at any time)."""
     tmp = f"{path}.{threading.get_ident()}.tmp"  # rank 0's two threads may both write the summary

@@ -33,7 +33,8 @@ import torch
 import algorithms
 import main
 import models
-from events import EventLog, write_final_summary
+import protocols
+from events import PROGRESS_HEADER, EventLog, progress_line, write_final_summary
 
 
 class VirtualClock:
@@ -62,22 +63,33 @@ class VirtualClock:
 
 
 class Network:
-    """What both algorithms share: the nodes, their logs, the clock, and what updates and transfers cost."""
+    """What every driver shares: the nodes, their protocols and logs, the clock, and what
+    updates and transfers cost."""
     def __init__(self, cfg, run, nodes, logs, clock):
         self.cfg, self.run, self.nodes, self.logs, self.clock = cfg, run, nodes, logs, clock
-        self.x0 = models.flatten_params(nodes[0].model)
-        self.model_bytes = 4 * self.x0.numel()
+        x0 = models.flatten_params(nodes[0].model)
+        self.dtype, self.model_bytes = protocols.transfer_format(cfg, x0.numel())
+        self.protocols = [protocols.make_protocol(cfg, v, run, x0, self.model_bytes, logs[v]) for v in range(len(nodes))]
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
         # one stream per node: durations never depend on the order in which the simulator visits nodes
         self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
+        for when in cfg["failure_times"]:
+            clock.at(when, self.log_failures)
 
-    def update(self, v, params):
+    def carry(self, params):
+        """A model as a message carries it: a copy in the transfer dtype."""
+        return params.to(self.dtype, copy=True)
+
+    def log_failures(self):
+        for protocol, log in zip(self.protocols, self.logs):
+            protocol.failures.passed(self.clock.now, log)
+
+    def update(self, v, params, lr):
         """Node v's local update on `params` (skipped for pure timing studies), computed now;
         returns (loss, virtual duration)."""
         cfg, loss, started = self.cfg, None, time.perf_counter()
         if not cfg["skip_updates"]:
-            lr = algorithms.lr_at(self.clock.now, cfg)
-            loss = round(algorithms.local_update(self.nodes[v], params, cfg["tau"], lr), 6)
+            loss = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
         if cfg["compute_time_dist"] == "fixed":
             return loss, cfg["compute_time_mean"]
         if cfg["compute_time_dist"] == "exponential":
@@ -86,120 +98,95 @@ class Network:
 
 
 # -----------------------------------------------------------------------------
-# Multi-Walk: distributed_training.run_mw, event for event
+# walk protocols (Multi-Walk): what distributed_training.run_walks does with threads and messages
 
-class MultiWalk:
+class WalkDriver:
+    """Every node serves one walk at a time; a sent walk arrives transfer_time later."""
     def __init__(self, net):
-        self.net, cfg = net, net.cfg
-        num_nodes, self.num_walks = len(net.nodes), cfg["walks"]
-        self.aggregator = algorithms.Aggregator(net.x0, self.num_walks)
-        self.waiting = [[] for _ in range(num_nodes)]  # per node a heap of (walk, visits, model): lowest walk first
-        self.busy = [False] * num_nodes
-        self.final_walks = {}
-        for walk_id in range(self.num_walks):  # walk r starts at node r, carrying x0
-            net.clock.at(0.0, self.arrive, walk_id, walk_id, 0, net.x0.clone())
+        self.net = net
+        self.busy = [False] * len(net.nodes)
+        for v, protocol in enumerate(net.protocols):
+            for walk in protocol.walks_here():
+                walk.params = net.carry(walk.params)
+            net.clock.at(0.0, self.serve, v)
 
-    def evaluated_model(self):
-        return self.aggregator.global_model
-
-    def arrive(self, v, walk_id, visits, params):
-        heapq.heappush(self.waiting[v], (walk_id, visits, params))
+    def arrive(self, v, walk):
+        self.net.protocols[v].arrive(walk)
         if not self.busy[v]:
             self.serve(v)
 
     def serve(self, v):
-        """Node v takes the lowest waiting walk; the walk retires here if time or its share of the budget is up."""
-        cfg, clock = self.net.cfg, self.net.clock
-        while self.waiting[v]:
-            walk_id, visits, params = heapq.heappop(self.waiting[v])
-            budget = algorithms.walk_budget(cfg["max_iterations"], self.num_walks, walk_id)
-            if clock.now >= cfg["train_time"] or (budget is not None and visits >= budget):
-                self.net.logs[v].write("retire", walk=walk_id, visits=visits)
-                self.final_walks[walk_id] = params
-                continue
-            # computed now, seen at the end: v serves one walk at a time, so nothing else touches its state meanwhile
-            loss, duration = self.net.update(v, params)
-            self.busy[v] = True
-            clock.after(duration, self.finish_visit, v, walk_id, visits, params, loss, duration)
-            return
+        net = self.net
+        while True:
+            step = net.protocols[v].next_visit(net.clock.now)
+            if step is None:
+                return
+            action, walk, detail = step
+            if action == protocols.RETIRE:
+                net.protocols[0].walk_retired()
+            elif action == protocols.SEND:
+                net.clock.after(net.transfer_time, self.arrive, detail, walk)
+            else:  # COMPUTE: computed now, seen at the end; v serves one walk at a time, so nothing else touches its state
+                loss, duration = net.update(v, walk.params, detail)
+                self.busy[v] = True
+                net.clock.after(duration, self.finish_visit, v, walk, loss, duration)
+                return
 
-    def finish_visit(self, v, walk_id, visits, params, loss, duration):
-        net, cfg = self.net, self.net.cfg
-        if v == 0:
-            algorithms.merge_at_aggregator(self.aggregator, walk_id, params)
-        net.logs[v].update(duration, walk=walk_id, visit=visits, loss=loss)
-        nxt = algorithms.next_node(net.run["graph"], v, cfg["seed"], walk_id, visits, cfg["laziness"])
+    def finish_visit(self, v, walk, loss, duration):
+        net = self.net
         self.busy[v] = False
-        if nxt == v:
-            net.logs[v].self_loop(walk=walk_id)
-            self.arrive(v, walk_id, visits + 1, params)
-        else:
-            net.logs[v].transfer(nxt, net.model_bytes, walk=walk_id)
-            net.clock.after(net.transfer_time, self.arrive, nxt, walk_id, visits + 1, params)
-            self.serve(v)
+        step = net.protocols[v].after_update(walk, loss, duration, net.clock.now)
+        if step is not None:
+            net.clock.after(net.transfer_time, self.arrive, step[2], step[1])
+        self.serve(v)
 
 
 # -----------------------------------------------------------------------------
-# Asynchronous Gossip: distributed_training.run_gossip and gossip_communication
+# gossip protocols: what distributed_training.run_gossip and gossip_communication do
 
-class Gossip:
+class GossipDriver:
+    """Every node computes back to back; an active node runs one exchange at a time (request,
+    then reply, each taking transfer_time); a passive node serves one exchange at a time."""
     def __init__(self, net):
-        self.net, cfg = net, net.cfg
+        self.net = net
         num_nodes = len(net.nodes)
-        graph, active = net.run["gossip"]
-        self.active = set(active)
-        self.neighbors = [sorted(graph.neighbors(v)) for v in range(num_nodes)]
-        self.partner_rngs = {v: np.random.default_rng([cfg["seed"], 1, v]) for v in active}  # as the engine's
-        self.free = cfg["gossip_mode"] == "free"
-        self.live = [net.x0.clone() for _ in range(num_nodes)]
-        self.budgets = [algorithms.walk_budget(cfg["max_iterations"], num_nodes, v) for v in range(num_nodes)]
-        self.updates = [0] * num_nodes
-        self.computing = [True] * num_nodes
-        self.credits = [0] * num_nodes            # per_update: finished updates not yet paid for by an exchange
-        self.exchanging = [False] * num_nodes     # active node: an exchange in flight
+        self.exchanging = [False] * num_nodes     # active node: an exchange in flight, or its part over
         self.serving = [False] * num_nodes        # passive node: answering an exchange
         self.requests = [deque() for _ in range(num_nodes)]  # passive node: exchanges waiting to be served
         for v in range(num_nodes):
             net.clock.at(0.0, self.start_update, v)
-        if self.free:
-            for v in active:
-                net.clock.at(0.0, self.start_exchange, v)
-
-    def evaluated_model(self):
-        return self.live[0]
+        for v, protocol in enumerate(net.protocols):
+            if protocol.active:
+                net.clock.at(0.0, self.next_exchange, v)
 
     def start_update(self, v):
-        cfg = self.net.cfg
-        if self.net.clock.now >= cfg["train_time"] or (self.budgets[v] is not None and self.updates[v] >= self.budgets[v]):
-            self.computing[v] = False
+        net = self.net
+        start = net.protocols[v].begin_update(net.clock.now)
+        if start is None:
+            self.next_exchange(v)  # an active node's part may be over now
             return
-        before = self.live[v].clone()
+        before, lr = start
         after = before.clone()
-        loss, duration = self.net.update(v, after)
-        self.net.clock.after(duration, self.finish_update, v, before, after, loss, duration)
+        loss, duration = net.update(v, after, lr)
+        net.clock.after(duration, self.finish_update, v, before, after, loss, duration)
 
     def finish_update(self, v, before, after, loss, duration):
-        # stale-gradient AD-PSGD: the delta from the snapshot lands on whatever averaging did meanwhile
-        algorithms.apply_delta(self.live[v], before, after)
-        self.net.logs[v].update(duration, loss=loss)
-        self.updates[v] += 1
-        self.credits[v] += 1
-        if not self.free and v in self.active and not self.exchanging[v]:
-            self.next_exchange(v)  # the waiting exchanger takes the credit at once
+        self.net.protocols[v].after_update(before, after, loss, duration, self.net.clock.now)
+        self.next_exchange(v)  # a waiting exchanger may go on
         self.start_update(v)
 
     def next_exchange(self, v):
-        """free: back to back while v computes; per_update: one exchange per finished local update."""
-        if self.computing[v] and (self.free or self.credits[v] > 0):
-            self.start_exchange(v)
-
-    def start_exchange(self, v):
-        """Active node v sends its model to a uniform passive neighbour."""
-        if not self.free:
-            self.credits[v] -= 1
-        self.exchanging[v] = True
-        partner = algorithms.gossip_partner(self.neighbors[v], self.partner_rngs[v])
-        self.net.clock.after(self.net.transfer_time, self.receive_request, partner, v, self.live[v].clone())
+        net, protocol = self.net, self.net.protocols[v]
+        if not protocol.active or self.exchanging[v]:
+            return
+        action, detail = protocol.next_exchange(net.clock.now)
+        if action == protocols.OVER:
+            self.exchanging[v] = True  # for good
+            for j in detail:
+                net.clock.after(net.cfg["latency"], net.protocols[j].neighbour_over, v)
+        elif action == protocols.EXCHANGE:
+            self.exchanging[v] = True
+            net.clock.after(net.transfer_time, self.receive_request, detail, v, net.carry(protocol.model_to_send()))
 
     def receive_request(self, p, v, model):
         self.requests[p].append((v, model))
@@ -207,22 +194,21 @@ class Gossip:
             self.serve_exchange(p)
 
     def serve_exchange(self, p):
-        """Passive node p serves one exchange at a time: it replies with its model, then both average."""
         v, received = self.requests[p].popleft()
         self.serving[p] = True
-        self.net.clock.after(self.net.transfer_time, self.finish_exchange, p, v, received, self.live[p].clone())
+        reply = self.net.carry(self.net.protocols[p].model_to_send())
+        self.net.clock.after(self.net.transfer_time, self.finish_exchange, p, v, received, reply)
 
     def finish_exchange(self, p, v, sent_by_v, sent_by_p):
-        net = self.net
-        algorithms.gossip_average(self.live[p], sent_by_p, sent_by_v)
-        algorithms.gossip_average(self.live[v], sent_by_v, sent_by_p)
-        net.logs[v].exchange(p)
-        net.logs[v].transfer(p, net.model_bytes)
-        net.logs[p].transfer(v, net.model_bytes)
+        self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v)
+        self.net.protocols[v].active_average(p, sent_by_v, sent_by_p)
         self.serving[p] = self.exchanging[v] = False
         if self.requests[p]:
             self.serve_exchange(p)
         self.next_exchange(v)
+
+
+DRIVERS = dict(walks=WalkDriver, gossip=GossipDriver)
 
 
 # -----------------------------------------------------------------------------
@@ -244,39 +230,55 @@ def simulate(cfg, run, verbose=True):
     clock = VirtualClock()
     logs = [EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(num_nodes)]
     net = Network(cfg, run, nodes, logs, clock)
-    algorithm = MultiWalk(net) if cfg["algorithm"] == "mw" else Gossip(net)
-    test_x, test_y = run["task_data"].test_x.to(device), run["task_data"].test_y.to(device)
+    driver = DRIVERS[net.protocols[0].kind](net)
+    measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
 
-    def evaluate(params, model="node0"):
-        """Test loss and accuracy at node 0, logged like the engine's Evaluator."""
-        models.load_flat_params(nodes[0].model, params)
-        loss, accuracy = models.evaluate(nodes[0].model, test_x, test_y)
+    def evaluate(v, params, model="node0"):
+        """Test loss and accuracy of `params` at node v, logged at node 0 like the engine's Evaluator."""
+        if v not in measures:
+            measures[v] = algorithms.make_evaluate(cfg, run, nodes[v])
+        models.load_flat_params(nodes[v].model, params)
+        loss, accuracy = measures[v](nodes[v].model)
         iterations = sum(log.counters["iterations"] for log in logs)
         nbytes = sum(log.counters["bytes_sent"] for log in logs)
         logs[0].write("eval", model=model, test_loss=loss, test_accuracy=accuracy, iterations_seen=iterations,
-                      bytes_seen=nbytes)
+                      bytes_seen=nbytes, **(dict(node=v) if v else {}))
         if verbose:
-            print(f"t {clock.now:7.2f}s | iterations {iterations:7d} | sent {nbytes / 1e6:9.1f} MB | "
-                  f"test loss {loss:.4f} | test acc {accuracy:.4f}" + ("" if model == "node0" else f" ({model})"),
-                  flush=True)
+            print(progress_line(clock.now, iterations, nbytes, loss, accuracy, model, v), flush=True)
         return loss, accuracy
 
+    def evaluate_now():
+        for v, protocol in enumerate(net.protocols):
+            params = protocol.evaluated_model(clock.now)
+            if params is not None:
+                evaluate(v, params)
+                return
+
     started = time.perf_counter()
-    clock.run(lambda: evaluate(algorithm.evaluated_model()), cfg["eval_interval"])
-    average_accuracy = None
-    if cfg["algorithm"] == "gossip":
-        average_accuracy = evaluate(torch.stack(algorithm.live).mean(dim=0), model="network_average")[1]
-    loss, accuracy = evaluate(algorithm.evaluated_model())
+    if verbose:
+        print(PROGRESS_HEADER, flush=True)
+    clock.run(evaluate_now, cfg["eval_interval"])
+    average_accuracy, alive = None, list(range(num_nodes))
+    if net.protocols[0].kind == "gossip":  # over the live nodes, as the engine's
+        alive = [v for v, protocol in enumerate(net.protocols) if not protocol.failed(clock.now)]
+        network_average = torch.stack([net.protocols[v].live for v in alive]).mean(dim=0)
+        average_accuracy = evaluate(alive[0], network_average, model="network_average")[1]
+        holder = alive[0]
+    else:  # the last node that held the aggregator role
+        holder = max(v for v, protocol in enumerate(net.protocols) if protocol.final_model() is not None)
+    final_model = net.protocols[holder].final_model()
+    loss, accuracy = evaluate(holder, final_model)
     if cfg["save_models"]:
-        for walk_id, params in getattr(algorithm, "final_walks", {}).items():
-            torch.save(params, os.path.join(cfg["out"], f"walk{walk_id}.pt"))
-        torch.save(algorithm.evaluated_model().cpu(), os.path.join(cfg["out"], "model.pt"))
+        for protocol in net.protocols:
+            for walk_id, params in getattr(protocol, "final_walks", {}).items():
+                torch.save(params, os.path.join(cfg["out"], f"walk{walk_id}.pt"))
+        torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
     for log in logs:
         log.close()
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
     return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
-                               accuracy, loss, average_accuracy)
+                               accuracy, loss, average_accuracy, evaluated_node=holder)
 
 
 def simulate_main(argv):
@@ -284,10 +286,17 @@ def simulate_main(argv):
         cfg = main.parse_config(argv)
         if not cfg["nodes"]:
             raise main.ConfigError("simulate.py needs --nodes V, the number of virtual nodes")
+        if cfg["checkpoint_every"] or cfg["resume"]:
+            raise main.ConfigError("simulate.py takes no checkpoints (--checkpoint-every, --resume): "
+                                   "a simulated run is reproduced exactly from its seed instead")
         run = main.build_run(cfg, cfg["nodes"])
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr, flush=True)
         return 2
+    # the nodes compute one after another: one thread each is fastest for the small models simulated
+    # on a CPU, and torch's default pool (one thread per core) made 200 digits updates 26x slower
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
     simulate(cfg, run)
     print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
     return 0

@@ -1,0 +1,322 @@
+"""
+Each algorithm's protocol, written once: what one node does when a walk arrives,
+when a local update finishes, when an exchange request or reply comes, when its
+clock passes a failure time or the budget; what it logs and counts; what state a
+checkpoint holds.
+
+A protocol performs no I/O and reads no clock of its own ("sans-I/O", as h11):
+every call gets the time `now` from its driver, and answers with what the driver
+must do next (compute this, send that, wait until then). Two drivers run them:
+  - distributed_training.py: one node per MPI rank, real threads and messages;
+  - simulate.py: every node in one process, on a virtual clock.
+The learning rules themselves (merge, average, apply a delta, hop) are the plain
+tensor functions of algorithms.py; a protocol only decides when each one runs.
+
+Two kinds of protocol, each with its driver loop in both transports:
+  - walk protocols (kind "walks"): models travel between nodes (MW, and any
+    variant: a subclass that changes `after_update`, say);
+  - gossip protocols (kind "gossip"): every node computes, active nodes exchange.
+"""
+import heapq
+import math
+
+import numpy as np
+import torch
+
+import algorithms
+
+
+def transfer_format(cfg, num_params):
+    """The dtype models travel in (config TRANSFER_DTYPES names torch dtypes), and the bytes one
+    model transfer counts: itemsize x parameters."""
+    dtype = getattr(torch, cfg["transfer_dtype"])
+    return dtype, dtype.itemsize * num_params
+
+
+class Diverged(RuntimeError):
+    """A local update's loss became NaN or infinite: the run cannot recover, so it stops."""
+
+
+def check_loss(loss, node_id, now):
+    if loss is not None and not math.isfinite(loss):
+        raise Diverged(f"diverged at t = {now:.1f}s: local update at node {node_id} gave loss {loss}")
+
+
+class FailureSchedule:
+    """The failures every node knows in advance (SEMANTICS.md §6): the i-th time fails node i.
+    `passed(now)` returns the failures whose time has come since the last call, so each node
+    logs each failure once."""
+    def __init__(self, failure_times, algorithm):
+        self.times, self.algorithm, self.logged = list(failure_times), algorithm, 0
+
+    def passed(self, now, log):
+        happened = []
+        while self.logged < len(self.times) and now >= self.times[self.logged]:
+            node = self.logged
+            fields = dict(aggregator=node + 1) if self.algorithm == "mw" else {}
+            log.write("failure", node=node, scheduled=self.times[node], **fields)
+            happened.append(node)
+            self.logged += 1
+        return happened
+
+
+# -----------------------------------------------------------------------------
+# walk protocols: Multi-Walk
+
+class Walk:
+    """A walk as its protocol sees it: its id, visits done (local updates: the budget), hops
+    made (the route position, so routes stay a pure function of (seed, walk, hop)), and the
+    model it carries. `carrier` is the transport's own handle (an MPI buffer), opaque here."""
+    __slots__ = ("walk_id", "visits", "hops", "params", "carrier")
+
+    def __init__(self, walk_id, visits, hops, params, carrier=None):
+        self.walk_id, self.visits, self.hops, self.params, self.carrier = walk_id, visits, hops, params, carrier
+
+
+# what a walk protocol asks its driver to do with a walk
+COMPUTE, SEND, RETIRE = "compute", "send", "retire"
+
+
+class MultiWalkNode:
+    """MW at one node (SEMANTICS.md §1, §6). The driver hands it arriving walks (`arrive`), asks
+    what to do next when the node is free (`next_visit`), runs the local update it asks for,
+    and reports it (`after_update`). Node 0 (and, after failures, the node holding the role)
+    is the aggregator. Node 0 also counts retirements (`walk_retired`): when all R walks have
+    retired, no walk is in flight and the run is over."""
+    kind = "walks"
+
+    def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
+        self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
+        self.graph, self.num_walks = run["graph"], cfg["walks"]
+        self.failures = FailureSchedule(cfg["failure_times"], cfg["algorithm"])
+        self.waiting = []  # heap of (walk_id, arrival number, Walk): lowest walk id first (SEMANTICS.md §1)
+        self.arrivals = 0
+        self.aggregator = algorithms.Aggregator(x0, self.num_walks) if node_id == 0 else None
+        self.retired = 0   # node 0: walks that have retired anywhere
+        self.final_walks = {}  # with --save-models: the model each walk retired with here
+        if state is not None:
+            self.load_state_dict(state)
+        elif node_id < self.num_walks:  # walk r starts at node r, carrying x0
+            self.arrive(Walk(node_id, 0, 0, x0.clone()))
+
+    def walks_here(self):
+        """The walks parked here, for a driver to move into its own carriers (an MPI buffer)."""
+        return [walk for _, _, walk in self.waiting]
+
+    def arrive(self, walk):
+        heapq.heappush(self.waiting, (walk.walk_id, self.arrivals, walk))
+        self.arrivals += 1
+
+    def parked(self):
+        return len(self.waiting)
+
+    def role_at(self, now):
+        return algorithms.aggregator_at(now, self.cfg["failure_times"])
+
+    def next_visit(self, now):
+        """Take the next waiting walk, if any. Returns (action, walk, detail):
+        (RETIRE, walk, None): its time or budget share is up; the driver tells node 0.
+        (SEND, walk, node): it moves on without an update (a relay at a failed node).
+        (COMPUTE, walk, lr): run tau local steps on walk.params at this lr, then call after_update.
+        None: nothing waits here. A relay that stays (an MH self-loop) goes straight back
+        into the queue, so the loop goes on."""
+        while self.waiting:
+            walk = heapq.heappop(self.waiting)[2]
+            budget = algorithms.walk_budget(self.cfg["max_iterations"], self.num_walks, walk.walk_id)
+            if now >= self.cfg["train_time"] or (budget is not None and walk.visits >= budget):
+                self.log.write("retire", walk=walk.walk_id, visits=walk.visits)
+                if self.cfg["save_models"]:
+                    self.final_walks[walk.walk_id] = walk.params.clone()  # the driver reuses the carrier
+                return RETIRE, walk, None
+            if self.node_id < self.role_at(now):  # failed: forward along the route, no update (SEMANTICS.md §6)
+                self.log.relay(walk=walk.walk_id, hop=walk.hops)
+                hop = self.hop(walk)
+                if hop is not None:
+                    return hop
+                continue
+            return COMPUTE, walk, algorithms.lr_at(now, self.cfg)
+        return None
+
+    def after_update(self, walk, loss, duration, now):
+        """The local update on `walk` finished: merge at the aggregator, log, hop.
+        Returns (SEND, walk, node), or None if the walk stays here (queued again)."""
+        check_loss(loss, self.node_id, now)
+        if self.node_id == self.role_at(now):
+            self.aggregate(walk)
+        self.log.update(duration, walk=walk.walk_id, visit=walk.visits,
+                        **({} if loss is None else dict(loss=round(loss, 6))))
+        walk.visits += 1
+        return self.hop(walk)
+
+    def aggregate(self, walk):
+        """The aggregator's rule: adopt a walk's first arrival at a new aggregator, merge every later one."""
+        if self.aggregator is None:  # the first walk since this node took the aggregator role over
+            self.aggregator = algorithms.Aggregator(walk.params, self.num_walks, joined=())
+        algorithms.aggregate(self.aggregator, walk.walk_id, walk.params)
+
+    def hop(self, walk):
+        nxt = algorithms.next_node(self.graph, self.node_id, self.cfg["seed"], walk.walk_id, walk.hops,
+                                   self.cfg["laziness"])
+        walk.hops += 1
+        if nxt == self.node_id:
+            self.log.self_loop(walk=walk.walk_id)
+            self.arrive(walk)
+            return None
+        self.log.transfer(nxt, self.model_bytes, walk=walk.walk_id)
+        return SEND, walk, nxt
+
+    def walk_retired(self):
+        """Node 0: one more walk retired. True once all have: the run is over."""
+        self.retired += 1
+        return self.retired == self.num_walks
+
+    def unretired(self):
+        return self.num_walks - self.retired
+
+    def evaluated_model(self, now):
+        """The model this node evaluates at `now`: the global model while it holds the aggregator role."""
+        return self.aggregator.global_model if self.aggregator is not None and self.node_id == self.role_at(now) else None
+
+    def final_model(self):
+        return None if self.aggregator is None else self.aggregator.global_model
+
+    def state_dict(self):
+        """Everything this node's protocol needs to go on (walks parked here, the aggregator,
+        the retirement count, the failures logged); tensors on the CPU."""
+        aggregator = None if self.aggregator is None else dict(
+            x=self.aggregator.global_model.cpu(), snapshots=[s.cpu() for s in self.aggregator.snapshots],
+            joined=sorted(self.aggregator.joined))
+        walks = [([w.walk_id, w.visits, w.hops], w.params.cpu().clone()) for _, _, w in sorted(self.waiting)]
+        return dict(aggregator=aggregator, walks=walks, retired=self.retired,
+                    final_walks={k: v.cpu().clone() for k, v in self.final_walks.items()},
+                    failures_logged=self.failures.logged)
+
+    def load_state_dict(self, state):
+        """The inverse of state_dict: the parked walks are parked here again."""
+        self.aggregator = None
+        if state["aggregator"] is not None:
+            saved = state["aggregator"]
+            self.aggregator = algorithms.Aggregator(saved["x"], self.num_walks, joined=saved["joined"])
+            for snapshot, saved_snapshot in zip(self.aggregator.snapshots, saved["snapshots"]):
+                snapshot.copy_(saved_snapshot)
+        self.retired, self.final_walks = state["retired"], dict(state["final_walks"])
+        self.failures.logged = state["failures_logged"]
+        self.waiting, self.arrivals = [], 0
+        for (walk_id, visits, hops), params in state["walks"]:
+            self.arrive(Walk(walk_id, visits, hops, params))
+
+
+# -----------------------------------------------------------------------------
+# gossip protocols: Asynchronous Gossip (AD-PSGD)
+
+# what an active node's next_exchange asks of its driver
+EXCHANGE, WAIT, OVER = "exchange", "wait", "over"
+
+
+class GossipNode:
+    """Asynchronous gossip at one node (SEMANTICS.md §2, §6). Every node computes all the time
+    (`begin_update` / `after_update`: the delta from the copy it started from lands on the live
+    model after whatever averaging happened meanwhile). Active nodes exchange with a uniform
+    passive neighbour (`next_exchange`, `model_to_send`, then `active_average`); passive nodes serve one exchange
+    at a time (`model_to_send`, then `passive_average`). An active node whose part is over tells
+    its neighbours (OVER); a passive node is done once every active neighbour has said so."""
+    kind = "gossip"
+
+    def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
+        self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
+        graph, active_nodes = run["gossip"]
+        self.active = node_id in active_nodes
+        self.neighbors = sorted(graph.neighbors(node_id))
+        self.failure_times = cfg["failure_times"]
+        self.failures = FailureSchedule(cfg["failure_times"], cfg["algorithm"])
+        self.live = x0.clone()
+        self.budget = algorithms.walk_budget(cfg["max_iterations"], cfg["nodes"], node_id)
+        self.updates = 0
+        self.computing = True           # False once this node's updates are over (time, budget, failure)
+        self.credits = 0                # per_update: finished updates not yet paid for by an exchange
+        self.partner_rng = np.random.default_rng([cfg["seed"], 1, node_id])  # partner choices, never timing
+        self.waiting_for = set(self.neighbors)  # passive: active neighbours that may still start an exchange
+        if state is not None:
+            self.load_state_dict(state)
+
+    def failed(self, now):
+        return algorithms.is_failed(self.node_id, now, self.failure_times)
+
+    # --- compute, on every node
+    def begin_update(self, now):
+        """The copy of the live model a local update starts from, with its lr; None once this
+        node's updates are over."""
+        if (now >= self.cfg["train_time"] or (self.budget is not None and self.updates >= self.budget)
+                or self.failed(now)):
+            self.computing = False
+            return None
+        return self.live.clone(), algorithms.lr_at(now, self.cfg)
+
+    def after_update(self, before, after, loss, duration, now):
+        check_loss(loss, self.node_id, now)
+        algorithms.apply_delta(self.live, before, after)
+        self.log.update(duration, **({} if loss is None else dict(loss=round(loss, 6))))
+        self.updates += 1
+        self.credits += 1
+
+    # --- exchanges, active side
+    def next_exchange(self, now):
+        """(EXCHANGE, partner): start one now. (WAIT, None): not now; ask again after the next
+        local update finishes. (OVER, neighbours): no exchange will start here again: tell them."""
+        if not self.computing or self.failed(now):
+            return OVER, self.neighbors
+        partners = [j for j in self.neighbors if not algorithms.is_failed(j, now, self.failure_times)]
+        if not partners:
+            return WAIT, None
+        if self.cfg["gossip_mode"] == "per_update":
+            if self.credits == 0:
+                return WAIT, None
+            self.credits -= 1
+        return EXCHANGE, algorithms.gossip_partner(partners, self.partner_rng)
+
+    def active_average(self, partner, sent, received):
+        algorithms.gossip_average(self.live, sent, received)
+        self.log.exchange(partner)
+        self.log.transfer(partner, self.model_bytes)
+
+    # --- exchanges, passive side
+    def model_to_send(self):
+        """The model an exchange sends, active or passive side: the live model as it is now.
+        Not a copy: the driver copies it into whatever carries it."""
+        return self.live
+
+    def passive_average(self, partner, sent, received):
+        algorithms.gossip_average(self.live, sent, received)
+        self.log.transfer(partner, self.model_bytes)
+
+    def neighbour_over(self, partner):
+        """An active neighbour will start no more exchanges. True once none may."""
+        self.waiting_for.discard(partner)
+        return not self.waiting_for
+
+    def serving_over(self):
+        return self.active or not self.waiting_for
+
+    def evaluated_model(self, now):
+        """Evaluation is at the lowest-numbered live node (SEMANTICS.md §6)."""
+        return self.live if self.node_id == algorithms.failures_by(now, self.failure_times) else None
+
+    def final_model(self):
+        return self.live
+
+    def state_dict(self):
+        return dict(live=self.live.cpu().clone(), updates=self.updates, credits=self.credits,
+                    partner_rng=self.partner_rng.bit_generator.state, failures_logged=self.failures.logged)
+
+    def load_state_dict(self, state):
+        self.live.copy_(state["live"])
+        self.updates, self.credits = state["updates"], state["credits"]
+        self.partner_rng.bit_generator.state = state["partner_rng"]
+        self.failures.logged = state["failures_logged"]
+
+
+PROTOCOLS = {"mw": MultiWalkNode, "gossip": GossipNode}
+
+
+def make_protocol(cfg, node_id, run, x0, model_bytes, log, state=None):
+    return PROTOCOLS[cfg["algorithm"]](node_id, cfg, run, x0, model_bytes, log, state=state)

@@ -1,0 +1,184 @@
+"""The protocols (protocols.py) are the algorithms, written once: the simulator and real mpirun
+run the same code. Checked here: deterministic simulation testing of the real protocol code on
+the virtual clock under many randomized schedules; agreement of the two transports on a failure
+run; and a third algorithm added as one protocol, run on both transports."""
+import os
+import sys
+from collections import Counter
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+import algorithms
+import graphs
+import main
+import models
+import protocols
+import simulate
+from events import EventLog, read_events
+from helpers import REPO, run_main
+
+MODEL_PARAMS = 4  # the protocol is what is under test: no SGD, a tiny flat model
+
+
+def random_schedule(rng):
+    """One randomized configuration: algorithm, graph, V, R, delays, failures, budget."""
+    algorithm = str(rng.choice(["mw", "gossip"]))
+    num_nodes = int(rng.integers(2, 9))
+    graph = str(rng.choice(["cycle", "complete", "er"]))
+    if algorithm == "gossip" and graph == "cycle" and num_nodes % 2:
+        graph = "complete"  # an odd cycle has no bipartite split with every node in it
+    failures = sorted(rng.uniform(0, 0.8, size=int(rng.integers(0, num_nodes)))) if rng.random() < 0.4 else []
+    failures = [round(t, 6) for t in failures]
+    if any(a >= b for a, b in zip(failures, failures[1:])):
+        failures = []
+    by_time = rng.random() < 0.5
+    return dict(main.config, algorithm=algorithm, nodes=num_nodes, graph=graph, er_p=0.6,
+                walks=int(rng.integers(1, num_nodes + 1)), seed=int(rng.integers(1000)),
+                gossip_mode=str(rng.choice(["free", "per_update"])),
+                compute_time_dist=str(rng.choice(["fixed", "exponential"])),
+                compute_time_mean=float(rng.uniform(0.005, 0.05)), bandwidth=float(10 ** rng.uniform(3, 7)),
+                latency=float(rng.uniform(0, 0.01)), failure_times=failures, skip_updates=True,
+                laziness=float(rng.choice([0.0, 0.3])), train_time=float(rng.uniform(0.1, 1)) if by_time else 1e9,
+                max_iterations=0 if by_time else int(rng.integers(1, 60)), eval_interval=1e9, out="")
+
+
+def simulate_protocols(cfg, folder):
+    """The simulator's drivers and the real protocols, with flat 4-value models and no data."""
+    graph = graphs.build_graph(cfg["graph"], cfg["nodes"], er_p=cfg["er_p"], seed=cfg["seed"])
+    run = dict(graph=graph, gossip=graphs.gossip_graph(graph, cfg["graph"]) if cfg["algorithm"] == "gossip" else None)
+    nodes = [algorithms.Node(v, models.FlatBuffer(MODEL_PARAMS), None, None, None, torch.device("cpu"))
+             for v in range(cfg["nodes"])]
+    clock = simulate.VirtualClock()
+    os.makedirs(folder, exist_ok=True)
+    logs = [EventLog(os.path.join(folder, f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(cfg["nodes"])]
+    net = simulate.Network(cfg, run, nodes, logs, clock)
+    simulate.DRIVERS[net.protocols[0].kind](net)
+    clock.run(lambda: None, cfg["eval_interval"])
+    for log in logs:
+        log.close()
+    return net
+
+
+def check_invariants(cfg, net, folder):
+    totals = Counter()
+    for log in net.logs:
+        totals.update(log.counters)
+    assert totals["bytes_sent"] == totals["transfers"] * net.model_bytes
+    events = read_events(folder)
+    kinds = Counter(e["type"] for e in events)
+    assert (kinds["update"], kinds["transfer"]) == (totals["iterations"], totals["transfers"])
+    if cfg["algorithm"] == "mw":
+        # every hop is a transfer or a self-loop; every update and every relay makes one hop
+        assert totals["transfers"] + totals["self_loops"] == totals["iterations"] + totals["relays"]
+        retired = Counter(e["walk"] for e in events if e["type"] == "retire")
+        assert retired == Counter(range(cfg["walks"]))  # no walk lost, none duplicated
+        visits = {e["walk"]: e["visits"] for e in events if e["type"] == "retire"}
+        assert sum(visits.values()) == totals["iterations"]
+        if cfg["max_iterations"]:
+            assert totals["iterations"] == cfg["max_iterations"]
+        assert net.protocols[0].retired == cfg["walks"]
+    else:
+        assert totals["transfers"] == 2 * totals["exchanges"]
+        assert not any(e["type"] == "exchange" and not net.protocols[e["rank"]].active for e in events)
+        if cfg["max_iterations"] and not cfg["failure_times"]:
+            assert totals["iterations"] == cfg["max_iterations"]
+        assert all(p.serving_over() for p in net.protocols)
+
+
+def log_bytes(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_randomized_schedules_keep_the_invariants(tmp_path):
+    """Deterministic simulation testing: 1,000 randomized schedules of the real protocol code; the
+    invariants hold after each, and every 10th schedule rerun from its seed gives identical logs."""
+    rng = np.random.default_rng(2026)
+    kinds = Counter()
+    for i in range(1000):
+        cfg = random_schedule(rng)
+        folder = tmp_path / f"s{i}"
+        net = simulate_protocols(cfg, folder)
+        check_invariants(cfg, net, folder)
+        kinds[cfg["algorithm"], bool(cfg["failure_times"])] += 1
+        if i % 10 == 0:
+            simulate_protocols(cfg, tmp_path / f"again{i}")
+            assert log_bytes(tmp_path / f"again{i}") == log_bytes(folder)
+    assert min(kinds.values()) > 50  # each algorithm, with and without failures, was exercised
+
+
+# -----------------------------------------------------------------------------
+# a third algorithm, as one protocol
+
+class IndependentWalks(protocols.MultiWalkNode):
+    """R walks that never merge: each is plain random-walk SGD; node 0 keeps the model of the
+    last walk that visited it, for evaluation."""
+    def aggregate(self, walk):
+        if self.aggregator is None:
+            self.aggregator = algorithms.Aggregator(walk.params, self.num_walks)
+        self.aggregator.global_model.copy_(walk.params)
+
+
+LAUNCHER = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+import main, protocols, supervisor
+from test_protocols import IndependentWalks
+protocols.PROTOCOLS["independent"] = IndependentWalks
+main.ALGORITHMS += ("independent",)
+supervisor.supervise_rank()
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+def per_walk(out):
+    """Each walk's route (visit -> node), its relays, and its counters, from a run's events."""
+    routes, counters = {}, Counter()
+    for e in read_events(out):
+        if e["type"] == "update":
+            routes.setdefault(e["walk"], {})[e["visit"]] = e["rank"]
+        if e["type"] in ("update", "transfer", "self_loop", "relay"):
+            counters[e["walk"], e["type"], e["rank"]] += 1
+        if e["type"] == "retire":
+            counters[e["walk"], "retired_after"] += e["visits"]
+    return routes, counters
+
+
+def simulate_run(out, *flags):
+    cfg = main.parse_config([*flags, "--out", str(out)])
+    torch.set_num_threads(1)
+    return simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+
+
+def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypatch):
+    launcher = tmp_path / "independent.py"
+    launcher.write_text(LAUNCHER.format(repo=REPO, tests=os.path.join(REPO, "tests")))
+    flags = ["--algorithm", "independent", "--walks", "2", "--graph", "er", "--max-iterations", "30",
+             "--train-time", "600", "--eval-interval", "600", "--seed", "4"]
+    real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240, script=str(launcher))
+    assert real.returncode == 0, real.stderr[-2000:]
+    monkeypatch.setitem(protocols.PROTOCOLS, "independent", IndependentWalks)
+    monkeypatch.setattr(main, "ALGORITHMS", main.ALGORITHMS + ("independent",))
+    simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
+    assert per_walk(tmp_path / "sim") == per_walk(tmp_path / "mpi")
+    # the same routes as MW (they depend on the seed alone), but no merge: another final model
+    simulate_run(tmp_path / "mw", *flags, "--nodes", "4", "--algorithm", "mw", "--save-models", "true")
+    simulate_run(tmp_path / "again", *flags, "--nodes", "4", "--save-models", "true")
+    assert per_walk(tmp_path / "mw")[0] == per_walk(tmp_path / "sim")[0]
+    assert not torch.equal(torch.load(tmp_path / "mw" / "model.pt"), torch.load(tmp_path / "again" / "model.pt"))
+
+
+def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
+    """Node 0 fails at time 0: every visit it gets is a relay, node 1 adopts then merges; the
+    routes, relays and counters are then a function of the seed alone, on both transports."""
+    flags = ["--walks", "2", "--graph", "er", "--task", "digits", "--max-iterations", "40", "--train-time", "600",
+             "--eval-interval", "600", "--seed", "3", "--failure-times", "0"]
+    real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240)
+    assert real.returncode == 0, real.stderr[-2000:]
+    simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
+    real_routes, real_counters = per_walk(tmp_path / "mpi")
+    assert per_walk(tmp_path / "sim") == (real_routes, real_counters)
+    assert sum(n for key, n in real_counters.items() if key[1:] == ("relay", 0)) > 0
+    assert not any(rank == 0 for route in real_routes.values() for rank in route.values())
