@@ -463,11 +463,12 @@ def gossip_communication(rank, compute_done, doorbell):
                 continue
             with rank.lock:
                 action, detail = protocol.next_exchange(rank.clock())
+                rank.lock.notify_all()  # starting an exchange may have freed a blocked compute
             if action == protocols.OVER:
                 for request in [comm.Isend(done, j, TAG_DONE) for j in detail]:
                     wait(request, backoff, rank.poll)
                 break
-            if action == protocols.WAIT:
+            if action == protocols.WAIT:  # until a pacing time, or the next local update
                 if not busy:
                     backoff.idle()
                 continue
@@ -484,11 +485,13 @@ def gossip_communication(rank, compute_done, doorbell):
                 wait(comm.Isend(sendbuf.mpi, partner, TAG_REPLY), backoff, rank.poll)
                 with rank.lock:
                     protocol.passive_average(partner, sendbuf.params, recvbuf.params)
+                    rank.lock.notify_all()  # the exchange consumed the pending delta: a blocked compute goes on
                 backoff.reset()
             elif comm.Iprobe(MPI.ANY_SOURCE, TAG_DONE, status):
                 comm.Recv(done, status.Get_source(), TAG_DONE)
                 with rank.lock:
                     serving = not protocol.neighbour_over(status.Get_source())
+                    rank.lock.notify_all()
             elif not (rank.poll() | rank.ckpt.poll()):
                 backoff.idle()
     gossip_finish(rank, compute_done, backoff)
@@ -534,6 +537,9 @@ def run_gossip(rank):
         rank.evaluate_if_due()
         with rank.lock:
             start = protocol.begin_update(rank.clock())
+            if start is protocols.BLOCKED:  # an exchange will publish the waiting delta
+                rank.lock.wait(0.05)
+                continue
         if start is None:
             break
         before, lr = start
@@ -601,7 +607,8 @@ def train(comm, cfg, run):
         if network_average is not None:
             average_accuracy = evaluator(network_average, model="network_average")[1]
         evaluator.record(loss, accuracy, node=holder)
-        write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time,
-                            accuracy, loss, average_accuracy, evaluated_node=holder)
+        write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, accuracy, loss,
+                            average_accuracy, active_nodes=run["gossip"][1] if run["gossip"] else None,
+                            evaluated_node=holder)
     log.close()
     polite_barrier(comm)

@@ -98,9 +98,14 @@ def write_summary(out_dir, cfg, nodes, **fields):
 
 
 def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_test_accuracy, final_test_loss,
-                        network_average_test_accuracy=None, **extra):
+                        network_average_test_accuracy=None, active_nodes=None, **extra):
     """The summary of a finished run, from every node's counters; the MPI engine and the simulator share it."""
     totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
+    if active_nodes is not None:  # gossip: how often the active nodes exchanged, per local update (FIDELITY.md)
+        active_updates = sum(counters[v]["iterations"] for v in active_nodes)
+        extra.update(exchanges_per_update=totals["exchanges"] / max(totals["iterations"], 1),
+                     exchanges_per_active_update=totals["exchanges"] / max(active_updates, 1),
+                     gossip_interval=cfg["gossip_interval"], gossip_coupling=cfg["gossip_coupling"])
     summary = write_summary(out_dir, cfg, len(counters), backend=backend, model_bytes=model_bytes,
                             wall_time_s=wall_time, final_test_accuracy=final_test_accuracy,
                             final_test_loss=final_test_loss, **totals,

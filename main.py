@@ -36,7 +36,9 @@ config = dict(
     max_iterations=0,        # budget of local updates over all nodes; 0 = none
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
-    gossip_mode="free",      # free (back-to-back exchanges) | per_update
+    gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
+    gossip_interval=0.045,   # free: seconds between an active node's exchange starts; 0 = back to back (FIDELITY.md)
+    gossip_coupling="authors",  # authors (deltas consumed by exchanges) | immediate (deltas land at once)
     seed=0,
     out="runs/default",
     data_dir="data",
@@ -63,6 +65,7 @@ config = dict(
 ALGORITHMS = ("mw", "gossip")
 PARTITIONS = ("iid", "dirichlet")
 GOSSIP_MODES = ("free", "per_update")
+GOSSIP_COUPLINGS = ("authors", "immediate")
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TIME_DISTS = ("fixed", "exponential", "measured")
 TASKS = ("digits", "synthetic", "cifar10", "mnli")
@@ -183,6 +186,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "task", TASKS)
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
+    _one_of(cfg, "gossip_coupling", GOSSIP_COUPLINGS)
     _one_of(cfg, "device", DEVICES)
     _one_of(cfg, "compute_time_dist", COMPUTE_TIME_DISTS)
     _one_of(cfg, "transfer_dtype", TRANSFER_DTYPES)
@@ -203,7 +207,7 @@ def validate_config(cfg, check_paths=True):
     if not 0 <= cfg["laziness"] < 1:
         raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
     for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency", "emulate_params",
-                "emulate_compute", "eval_samples"):
+                "emulate_compute", "eval_samples", "gossip_interval"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
     if cfg["emulate_compute"] and not cfg["emulate_params"]:
@@ -257,7 +261,8 @@ def plan_text(cfg, run):
     import graphs
     import data
     stats = graphs.graph_stats(run["graph"], cfg["laziness"])
-    what = f"MW-{cfg['walks']}" if cfg["algorithm"] == "mw" else f"gossip ({cfg['gossip_mode']})"
+    what = (f"MW-{cfg['walks']}" if cfg["algorithm"] == "mw" else
+            f"gossip ({cfg['gossip_mode']}, interval {cfg['gossip_interval']:g}s, {cfg['gossip_coupling']} coupling)")
     hist = data.class_histogram(run["task_data"].partition_labels, run["shards"], run["task_data"].num_classes)
     return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, diameter {stats['diameter']}, "
             f"spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}), task {cfg['task']}, "

@@ -211,15 +211,27 @@ class MultiWalkNode:
 
 # what an active node's next_exchange asks of its driver
 EXCHANGE, WAIT, OVER = "exchange", "wait", "over"
+BLOCKED = "blocked"  # begin_update: the last local update's delta waits to be published (authors' coupling)
 
 
 class GossipNode:
     """Asynchronous gossip at one node (SEMANTICS.md §2, §6). Every node computes all the time
-    (`begin_update` / `after_update`: the delta from the copy it started from lands on the live
-    model after whatever averaging happened meanwhile). Active nodes exchange with a uniform
-    passive neighbour (`next_exchange`, `model_to_send`, then `active_average`); passive nodes serve one exchange
+    (`begin_update` / `after_update`); active nodes exchange with a uniform passive neighbour
+    (`next_exchange`, `model_to_send`, then `active_average`); passive nodes serve one exchange
     at a time (`model_to_send`, then `passive_average`). An active node whose part is over tells
-    its neighbours (OVER); a passive node is done once every active neighbour has said so."""
+    its neighbours (OVER); a passive node is done once every active neighbour has said so.
+
+    How a local update's delta reaches the live model (--gossip-coupling, FIDELITY.md):
+    - authors (the authors' code): a finished update's delta is published as *pending*, and only
+      an exchange consumes it: an active node adds it before it sends, a passive node sends
+      live + pending and adds the pending delta after averaging (so the peer sees half of it
+      and the node all of it: 1.5 times in all). An update starts from live + pending; a delta
+      that finds the previous one still pending waits, and so does the compute: a passive node
+      updates about once per exchange it serves.
+    - immediate: the delta lands on the live model as soon as the update ends, after whatever
+      averaging happened meanwhile (stale-gradient AD-PSGD).
+    Exchange pacing (--gossip-interval): an active node starts an exchange at most every
+    gossip_interval seconds (0: back to back)."""
     kind = "gossip"
 
     def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
@@ -229,11 +241,15 @@ class GossipNode:
         self.neighbors = sorted(graph.neighbors(node_id))
         self.failure_times = cfg["failure_times"]
         self.failures = FailureSchedule(cfg["failure_times"], cfg["algorithm"])
+        self.authors_coupling = cfg["gossip_coupling"] == "authors"
         self.live = x0.clone()
+        self.pending = None             # authors' coupling: the published delta no exchange has consumed yet
+        self.unpublished = None         # authors' coupling: a finished delta waiting for `pending` to clear
         self.budget = algorithms.walk_budget(cfg["max_iterations"], cfg["nodes"], node_id)
         self.updates = 0
         self.computing = True           # False once this node's updates are over (time, budget, failure)
         self.credits = 0                # per_update: finished updates not yet paid for by an exchange
+        self.next_exchange_at = 0.0     # pacing: the earliest start of this active node's next exchange
         self.partner_rng = np.random.default_rng([cfg["seed"], 1, node_id])  # partner choices, never timing
         self.waiting_for = set(self.neighbors)  # passive: active neighbours that may still start an exchange
         if state is not None:
@@ -242,36 +258,64 @@ class GossipNode:
     def failed(self, now):
         return algorithms.is_failed(self.node_id, now, self.failure_times)
 
+    def live_partners(self, now):
+        return [j for j in self.neighbors if not algorithms.is_failed(j, now, self.failure_times)]
+
     # --- compute, on every node
     def begin_update(self, now):
-        """The copy of the live model a local update starts from, with its lr; None once this
-        node's updates are over."""
+        """(the model a local update starts from, its lr); BLOCKED while the last delta waits to be
+        published; None once this node's updates are over."""
         if (now >= self.cfg["train_time"] or (self.budget is not None and self.updates >= self.budget)
                 or self.failed(now)):
             self.computing = False
             return None
-        return self.live.clone(), algorithms.lr_at(now, self.cfg)
+        if self.unpublished is not None:
+            # nothing will consume the pending delta any more: this node's updates are over
+            if (not self.live_partners(now)) if self.active else self.serving_over():
+                self.computing = False
+                return None
+            return BLOCKED
+        start = self.live if self.pending is None else self.live + self.pending
+        return start.clone(), algorithms.lr_at(now, self.cfg)
 
     def after_update(self, before, after, loss, duration, now):
         check_loss(loss, self.node_id, now)
-        algorithms.apply_delta(self.live, before, after)
+        if not self.authors_coupling:
+            algorithms.apply_delta(self.live, before, after)
+        elif self.pending is None:
+            self.pending = after - before
+        else:
+            self.unpublished = after - before
         self.log.update(duration, **({} if loss is None else dict(loss=round(loss, 6))))
         self.updates += 1
         self.credits += 1
 
+    def consume_pending(self):
+        """Authors' coupling: the pending delta lands on the live model; a waiting one is published."""
+        if self.pending is not None:
+            self.live.add_(self.pending)
+            self.pending, self.unpublished = self.unpublished, None
+
     # --- exchanges, active side
     def next_exchange(self, now):
-        """(EXCHANGE, partner): start one now. (WAIT, None): not now; ask again after the next
-        local update finishes. (OVER, neighbours): no exchange will start here again: tell them."""
+        """(EXCHANGE, partner): start one now. (WAIT, t): not before time t, or (WAIT, None) not
+        until the next local update finishes. (OVER, neighbours): no exchange will start here
+        again: tell them."""
         if not self.computing or self.failed(now):
             return OVER, self.neighbors
-        partners = [j for j in self.neighbors if not algorithms.is_failed(j, now, self.failure_times)]
+        partners = self.live_partners(now)
         if not partners:
             return WAIT, None
         if self.cfg["gossip_mode"] == "per_update":
             if self.credits == 0:
                 return WAIT, None
             self.credits -= 1
+        else:
+            if now < self.next_exchange_at:
+                return WAIT, self.next_exchange_at
+            self.next_exchange_at = now + self.cfg["gossip_interval"]
+        if self.authors_coupling:
+            self.consume_pending()
         return EXCHANGE, algorithms.gossip_partner(partners, self.partner_rng)
 
     def active_average(self, partner, sent, received):
@@ -279,14 +323,21 @@ class GossipNode:
         self.log.exchange(partner)
         self.log.transfer(partner, self.model_bytes)
 
-    # --- exchanges, passive side
+    # --- exchanges, both sides
     def model_to_send(self):
-        """The model an exchange sends, active or passive side: the live model as it is now.
-        Not a copy: the driver copies it into whatever carries it."""
+        """The model an exchange sends (the driver copies it into whatever carries it). A passive
+        node under the authors' coupling sends its pending delta too."""
+        if self.authors_coupling and not self.active and self.pending is not None:
+            return self.live + self.pending
         return self.live
 
+    # --- exchanges, passive side
     def passive_average(self, partner, sent, received):
-        algorithms.gossip_average(self.live, sent, received)
+        if self.authors_coupling:
+            self.live.add_(received.to(self.live.device, self.live.dtype) - self.live, alpha=0.5)
+            self.consume_pending()
+        else:
+            algorithms.gossip_average(self.live, sent, received)
         self.log.transfer(partner, self.model_bytes)
 
     def neighbour_over(self, partner):
@@ -295,7 +346,11 @@ class GossipNode:
         return not self.waiting_for
 
     def serving_over(self):
+        """No exchange will reach this node any more (an active node serves none)."""
         return self.active or not self.waiting_for
+
+    def compute_blocked(self):
+        return self.unpublished is not None
 
     def evaluated_model(self, now):
         """Evaluation is at the lowest-numbered live node (SEMANTICS.md §6)."""
@@ -305,12 +360,17 @@ class GossipNode:
         return self.live
 
     def state_dict(self):
-        return dict(live=self.live.cpu().clone(), updates=self.updates, credits=self.credits,
+        cpu = lambda t: None if t is None else t.cpu().clone()  # noqa: E731
+        return dict(live=cpu(self.live), pending=cpu(self.pending), unpublished=cpu(self.unpublished),
+                    updates=self.updates, credits=self.credits, next_exchange_at=self.next_exchange_at,
                     partner_rng=self.partner_rng.bit_generator.state, failures_logged=self.failures.logged)
 
     def load_state_dict(self, state):
+        device = self.live.device
         self.live.copy_(state["live"])
-        self.updates, self.credits = state["updates"], state["credits"]
+        self.pending, self.unpublished = (None if state[k] is None else state[k].to(device)
+                                          for k in ("pending", "unpublished"))
+        self.updates, self.credits, self.next_exchange_at = state["updates"], state["credits"], state["next_exchange_at"]
         self.partner_rng.bit_generator.state = state["partner_rng"]
         self.failures.logged = state["failures_logged"]
 

@@ -145,13 +145,16 @@ class WalkDriver:
 # gossip protocols: what distributed_training.run_gossip and gossip_communication do
 
 class GossipDriver:
-    """Every node computes back to back; an active node runs one exchange at a time (request,
-    then reply, each taking transfer_time); a passive node serves one exchange at a time."""
+    """Every node computes back to back (unless its delta waits for an exchange: the authors'
+    coupling); an active node runs one exchange at a time (request, then reply, each taking
+    transfer_time); a passive node serves one exchange at a time."""
     def __init__(self, net):
         self.net = net
         num_nodes = len(net.nodes)
         self.exchanging = [False] * num_nodes     # active node: an exchange in flight, or its part over
         self.serving = [False] * num_nodes        # passive node: answering an exchange
+        self.blocked = [False] * num_nodes        # the compute waits for an exchange to publish its delta
+        self.retry_at = [None] * num_nodes        # active node: the pacing time a retry is scheduled for
         self.requests = [deque() for _ in range(num_nodes)]  # passive node: exchanges waiting to be served
         for v in range(num_nodes):
             net.clock.at(0.0, self.start_update, v)
@@ -162,6 +165,9 @@ class GossipDriver:
     def start_update(self, v):
         net = self.net
         start = net.protocols[v].begin_update(net.clock.now)
+        if start is protocols.BLOCKED:
+            self.blocked[v] = True
+            return
         if start is None:
             self.next_exchange(v)  # an active node's part may be over now
             return
@@ -175,6 +181,12 @@ class GossipDriver:
         self.next_exchange(v)  # a waiting exchanger may go on
         self.start_update(v)
 
+    def unblock(self, v):
+        """An exchange may have published v's waiting delta, or ended v's chances of one."""
+        if self.blocked[v]:
+            self.blocked[v] = False
+            self.start_update(v)
+
     def next_exchange(self, v):
         net, protocol = self.net, self.net.protocols[v]
         if not protocol.active or self.exchanging[v]:
@@ -183,10 +195,19 @@ class GossipDriver:
         if action == protocols.OVER:
             self.exchanging[v] = True  # for good
             for j in detail:
-                net.clock.after(net.cfg["latency"], net.protocols[j].neighbour_over, v)
-        elif action == protocols.EXCHANGE:
+                net.clock.after(net.cfg["latency"], self.neighbour_over, j, v)
+        elif action == protocols.WAIT:
+            if detail is not None and self.retry_at[v] != detail:
+                self.retry_at[v] = detail
+                net.clock.at(detail, self.next_exchange, v)
+        else:
             self.exchanging[v] = True
             net.clock.after(net.transfer_time, self.receive_request, detail, v, net.carry(protocol.model_to_send()))
+            self.unblock(v)
+
+    def neighbour_over(self, p, v):
+        self.net.protocols[p].neighbour_over(v)
+        self.unblock(p)
 
     def receive_request(self, p, v, model):
         self.requests[p].append((v, model))
@@ -203,6 +224,7 @@ class GossipDriver:
         self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v)
         self.net.protocols[v].active_average(p, sent_by_v, sent_by_p)
         self.serving[p] = self.exchanging[v] = False
+        self.unblock(p)
         if self.requests[p]:
             self.serve_exchange(p)
         self.next_exchange(v)
@@ -278,7 +300,8 @@ def simulate(cfg, run, verbose=True):
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
     return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
-                               accuracy, loss, average_accuracy, evaluated_node=holder)
+                               accuracy, loss, average_accuracy, active_nodes=run["gossip"][1] if run["gossip"] else None,
+                               evaluated_node=holder)
 
 
 def simulate_main(argv):

@@ -38,6 +38,8 @@ def random_schedule(rng):
     return dict(main.config, algorithm=algorithm, nodes=num_nodes, graph=graph, er_p=0.6,
                 walks=int(rng.integers(1, num_nodes + 1)), seed=int(rng.integers(1000)),
                 gossip_mode=str(rng.choice(["free", "per_update"])),
+                gossip_coupling=str(rng.choice(["authors", "immediate"])),
+                gossip_interval=float(rng.choice([0.0, 0.02])),
                 compute_time_dist=str(rng.choice(["fixed", "exponential"])),
                 compute_time_mean=float(rng.uniform(0.005, 0.05)), bandwidth=float(10 ** rng.uniform(3, 7)),
                 latency=float(rng.uniform(0, 0.01)), failure_times=failures, skip_updates=True,
@@ -83,8 +85,13 @@ def check_invariants(cfg, net, folder):
     else:
         assert totals["transfers"] == 2 * totals["exchanges"]
         assert not any(e["type"] == "exchange" and not net.protocols[e["rank"]].active for e in events)
-        if cfg["max_iterations"] and not cfg["failure_times"]:
+        if cfg["max_iterations"] and not cfg["failure_times"] and cfg["gossip_coupling"] == "immediate":
             assert totals["iterations"] == cfg["max_iterations"]
+        # the authors' coupling: a node's deltas wait for exchanges, so at most two updates ahead of them
+        if cfg["gossip_coupling"] == "authors":
+            for v, protocol in enumerate(net.protocols):
+                served = sum(e["type"] == "transfer" and e["rank"] == v for e in events)
+                assert net.logs[v].counters["iterations"] <= served + 2
         assert all(p.serving_over() for p in net.protocols)
 
 
