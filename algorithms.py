@@ -84,7 +84,7 @@ def local_update(node, params, tau, lr):
         if node.emulate_compute > 0:  # sleep(0) would still yield the core
             time.sleep(node.emulate_compute)
         params.add_(lr)
-        return 0.0
+        return None  # no loss: nothing was learned
     models.load_flat_params(node.model, params)
     for group in node.optimizer.param_groups:
         group["lr"] = lr

@@ -19,6 +19,8 @@ file only moves models and messages and keeps time.
 Checkpoints (--checkpoint-every, --resume) are consistent cuts taken in rounds;
 checkpoint.py describes the protocol, the engine pauses and saves when told.
 """
+import contextlib
+import copy
 import os
 import socket
 import threading
@@ -217,6 +219,13 @@ class Evaluator:
         self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
         self.evaluate = algorithms.make_evaluate(cfg, run, node)
         self.next_time = 0.0
+        # its own model copy: the periodic evaluation runs beside training, never in the node's model
+        self.model = copy.deepcopy(node.model) if cfg["concurrent_eval"] else node.model
+        self.snapshot, self.ready, self.idle = None, threading.Event(), threading.Event()
+        self.idle.set()
+        self.stream = torch.cuda.Stream(node.device) if node.device.type == "cuda" and cfg["concurrent_eval"] else None
+        if cfg["concurrent_eval"]:
+            threading.Thread(target=self.evaluate_snapshots, name="eval", daemon=True).start()
 
     def due(self):
         return self.clock() >= self.next_time
@@ -224,18 +233,46 @@ class Evaluator:
     def seconds_to_next(self):
         return max(0.0, self.next_time - self.clock())
 
-    def measure(self, params):
-        models.load_flat_params(self.node.model, params)
-        return self.evaluate(self.node.model)
+    def measure(self, params, buffers=None):
+        """(loss, accuracy) of the flat parameters `params`, with the node's BatchNorm statistics
+        (or `buffers`, a snapshot of them)."""
+        if buffers is not None:
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(buffers[name])
+        models.load_flat_params(self.model, params)
+        return self.evaluate(self.model)
 
-    def __call__(self, params, model="node0", quiet=False):
-        loss, accuracy = self.measure(params)
+    def periodic(self, params):
+        """Compute thread, when due: evaluate `params` (a copy the caller made) beside training, or
+        here and now without --concurrent-eval. An evaluation still running when the next one is
+        due makes the next one wait for the following interval."""
         self.next_time = self.clock() + self.cfg["eval_interval"]
+        if not self.cfg["concurrent_eval"]:
+            self.report(*self.measure(params))
+        elif self.idle.is_set():
+            self.idle.clear()
+            self.snapshot = (params, {name: b.detach().clone() for name, b in self.node.model.named_buffers()})
+            self.ready.set()
+
+    def evaluate_snapshots(self):
+        while True:
+            self.ready.wait()
+            self.ready.clear()
+            params, buffers = self.snapshot
+            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                result = self.measure(params, buffers)
+            self.report(*result)
+            self.idle.set()
+
+    def drain(self):
+        """Wait for a running evaluation to be recorded (before the final one)."""
+        self.idle.wait()
+
+    def report(self, loss, accuracy, model="node0"):
         if self.node.node_id == 0:
-            self.record(loss, accuracy, model=model, quiet=quiet)
+            self.record(loss, accuracy, model=model)
         else:
             self.progress.post_eval(loss, accuracy)
-        return loss, accuracy
 
     def record(self, loss, accuracy, node=0, model="node0", quiet=False):
         """Rank 0 only."""
@@ -307,7 +344,7 @@ class Rank:
             model = self.protocol.evaluated_model(self.clock())
             snapshot = model.clone() if model is not None and self.evaluator.due() else None
         if snapshot is not None:
-            self.evaluator(snapshot)
+            self.evaluator.periodic(snapshot)
         return self.evaluator.seconds_to_next() if model is not None else float("inf")
 
     def local_update(self, params, lr):
@@ -584,6 +621,8 @@ def train(comm, cfg, run):
         holder = comm.allgather(alive).index(True)  # the lowest-numbered live node
     wall_time = clock()
     final_model, evaluator = rank.protocol.final_model(), rank.evaluator
+    if evaluator is not None:
+        evaluator.drain()
 
     # after training: collectives only, the communication threads have finished
     polite_barrier(comm)
@@ -605,7 +644,8 @@ def train(comm, cfg, run):
     if rank_id == 0:
         average_accuracy = None
         if network_average is not None:
-            average_accuracy = evaluator(network_average, model="network_average")[1]
+            average_loss, average_accuracy = evaluator.measure(network_average)
+            evaluator.record(average_loss, average_accuracy, model="network_average")
         evaluator.record(loss, accuracy, node=holder)
         write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, accuracy, loss,
                             average_accuracy, active_nodes=run["gossip"][1] if run["gossip"] else None,

@@ -36,6 +36,7 @@ config = dict(
     max_iterations=0,        # budget of local updates over all nodes; 0 = none
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
+    concurrent_eval=True,    # evaluate a snapshot in a thread beside training (the authors: a separate process)
     gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
     gossip_interval=0.045,   # free: seconds between an active node's exchange starts; 0 = back to back (FIDELITY.md)
     gossip_coupling="authors",  # authors (deltas consumed by exchanges) | immediate (deltas land at once)
@@ -57,9 +58,8 @@ config = dict(
     compute_time_mean=0.025,  # seconds of virtual time per local update
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
-    skip_updates=False,       # advance the virtual clock without running SGD (pure timing studies)
-    emulate_params=0,        # > 0: benchmark mode (bench.py), the model is a flat buffer of this many fp32
-    emulate_compute=0.0,     #   parameters and each local update is a sleep of this many seconds
+    emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies);
+    emulate_compute=0.0,     #   real runs: a local update is a sleep of this many seconds (the simulator: compute_time_*)
 )
 
 ALGORITHMS = ("mw", "gossip")
@@ -214,8 +214,8 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError("emulate_compute needs emulate_params > 0 (the size of the emulated model)")
     if any(not 0 < f < 1 for f in cfg["decay_fractions"]):
         raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
-    if cfg["skip_updates"] and cfg["compute_time_dist"] == "measured":
-        raise ConfigError("compute_time_dist measured times real updates, so it cannot be combined with skip_updates")
+    if cfg["emulate_params"] and cfg["compute_time_dist"] == "measured":
+        raise ConfigError("compute_time_dist measured times real updates, so it cannot be combined with emulate_params")
     if any(t < 0 for t in cfg["failure_times"]):
         raise ConfigError(f"failure_times must be >= 0 seconds, got {cfg['failure_times']}")
     if any(a >= b for a, b in zip(cfg["failure_times"], cfg["failure_times"][1:])):

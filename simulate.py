@@ -85,11 +85,10 @@ class Network:
             protocol.failures.passed(self.clock.now, log)
 
     def update(self, v, params, lr):
-        """Node v's local update on `params` (skipped for pure timing studies), computed now;
-        returns (loss, virtual duration)."""
-        cfg, loss, started = self.cfg, None, time.perf_counter()
-        if not cfg["skip_updates"]:
-            loss = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
+        """Node v's local update on `params` (no SGD with --emulate-params: pure timing studies),
+        computed now; returns (loss, virtual duration)."""
+        cfg, started = self.cfg, time.perf_counter()
+        loss = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
         if cfg["compute_time_dist"] == "fixed":
             return loss, cfg["compute_time_mean"]
         if cfg["compute_time_dist"] == "exponential":
@@ -309,6 +308,9 @@ def simulate_main(argv):
         cfg = main.parse_config(argv)
         if not cfg["nodes"]:
             raise main.ConfigError("simulate.py needs --nodes V, the number of virtual nodes")
+        if cfg["emulate_compute"]:
+            raise main.ConfigError("simulate.py: --emulate-compute is the sleep of a real run; the simulator's "
+                                   "virtual compute time is --compute-time-dist / --compute-time-mean")
         if cfg["checkpoint_every"] or cfg["resume"]:
             raise main.ConfigError("simulate.py takes no checkpoints (--checkpoint-every, --resume): "
                                    "a simulated run is reproduced exactly from its seed instead")

@@ -42,7 +42,7 @@ def random_schedule(rng):
                 gossip_interval=float(rng.choice([0.0, 0.02])),
                 compute_time_dist=str(rng.choice(["fixed", "exponential"])),
                 compute_time_mean=float(rng.uniform(0.005, 0.05)), bandwidth=float(10 ** rng.uniform(3, 7)),
-                latency=float(rng.uniform(0, 0.01)), failure_times=failures, skip_updates=True,
+                latency=float(rng.uniform(0, 0.01)), failure_times=failures, emulate_params=MODEL_PARAMS,
                 laziness=float(rng.choice([0.0, 0.3])), train_time=float(rng.uniform(0.1, 1)) if by_time else 1e9,
                 max_iterations=0 if by_time else int(rng.integers(1, 60)), eval_interval=1e9, out="")
 
@@ -51,7 +51,7 @@ def simulate_protocols(cfg, folder):
     """The simulator's drivers and the real protocols, with flat 4-value models and no data."""
     graph = graphs.build_graph(cfg["graph"], cfg["nodes"], er_p=cfg["er_p"], seed=cfg["seed"])
     run = dict(graph=graph, gossip=graphs.gossip_graph(graph, cfg["graph"]) if cfg["algorithm"] == "gossip" else None)
-    nodes = [algorithms.Node(v, models.FlatBuffer(MODEL_PARAMS), None, None, None, torch.device("cpu"))
+    nodes = [algorithms.Node(v, models.FlatBuffer(MODEL_PARAMS), None, None, None, torch.device("cpu"), emulate_compute=0.0)
              for v in range(cfg["nodes"])]
     clock = simulate.VirtualClock()
     os.makedirs(folder, exist_ok=True)

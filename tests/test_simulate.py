@@ -81,7 +81,7 @@ def time_to_iterations(out, iterations):
     return times[iterations - 1]
 
 
-TIMING_ONLY = ["--skip-updates", "true", "--compute-time-dist", "exponential", "--compute-time-mean", "0.02",
+TIMING_ONLY = ["--emulate-params", "4", "--compute-time-dist", "exponential", "--compute-time-mean", "0.02",
                "--bandwidth", "1e15", "--latency", "0", "--train-time", "1e9", "--eval-interval", "1e9"]
 
 
@@ -98,6 +98,7 @@ def test_mw_time_to_t_iterations_is_t_m_over_r(tmp_path, walks):
 def test_gossip_time_to_t_iterations_is_t_m_over_v(tmp_path, nodes):
     target = 4000
     simulate_run(tmp_path, *TIMING_ONLY, "--algorithm", "gossip", "--gossip-mode", "per_update", "--nodes", str(nodes),
+                 "--gossip-coupling", "immediate",  # textbook AD-PSGD: nothing holds a node's compute back
                  "--graph", "complete", "--max-iterations", str(2 * target))
     assert time_to_iterations(tmp_path, target) / (target * 0.02 / nodes) == pytest.approx(1, abs=0.1)
 
@@ -133,7 +134,9 @@ def test_per_update_gossip_exchanges_once_per_local_update(tmp_path):
     (["--walks", "2"], "needs --nodes"),
     (["--nodes", "4", "--compute-time-dist", "gamma"], "compute_time_dist"),
     (["--nodes", "4", "--bandwidth", "0"], "bandwidth must be > 0"),
-    (["--nodes", "4", "--skip-updates", "true", "--compute-time-dist", "measured"], "cannot be combined"),
+    (["--nodes", "4", "--emulate-params", "4", "--compute-time-dist", "measured"], "cannot be combined"),
+    (["--nodes", "4", "--emulate-params", "4", "--emulate-compute", "0.1"], "compute-time-mean"),
+    (["--nodes", "4", "--checkpoint-every", "5"], "takes no checkpoints"),
     (["--nodes", "4", "--walks", "5"], "exceeds the 4 nodes"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message):
