@@ -73,8 +73,9 @@ def main(argv=None):
                 ax.text(when, 0.25, " " + what, rotation=90, va="bottom", fontsize=8, color="gray",
                         transform=ax.get_xaxis_transform())
             for node, when, before, after, final in around_failures(evals, failures):
+                before, after = ("none" if acc is None else f"{acc:.4f}" for acc in (before, after))  # no eval there
                 print(f"{run}: {runs_lib.algorithm_label(cfg)} failure of node {node} at {when:g}s: accuracy "
-                      f"{before:.4f} before, {after:.4f} first after, {final:.4f} at the end")
+                      f"{before} before, {after} first after, {final:.4f} at the end")
             if not failures:
                 print(f"{run}: {runs_lib.algorithm_label(cfg)} without failures: final accuracy {acc[-1]:.4f}")
         ax.set_xlabel("time (s)")

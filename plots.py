@@ -40,25 +40,27 @@ def setting_slug(key):
 
 
 def compact_number(value, _position=None):
-    """12000 -> 12k, 3500000 -> 3.5M: short tick labels for large counts."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """12000 -> 12k, 3500000 -> 3.5M: short tick labels for large counts and byte totals."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:g}{suffix}"
     return f"{value:g}"
 
 
 def readable_ticks(ax):
-    """At most MAX_TICKS labelled ticks per axis, compact labels; log axes labelled at decades only
-    (every second or third decade over a wide span)."""
+    """At most about MAX_TICKS labelled ticks per axis, with compact plain labels (0.05, 20k, 3G).
+    A log axis is labelled at 1, 2, 5 x 10^k over two decades or less, else at powers of ten
+    (every second or third one over a wide span)."""
     from matplotlib import ticker
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
         if axis.get_scale() == "log":
-            axis.set_major_locator(ticker.LogLocator(base=10, numticks=MAX_TICKS))
-            axis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10) * 0.1, numticks=12))
+            low, high = sorted(limits)
+            subs = (1.0, 2.0, 5.0) if high <= 100 * low else (1.0,)
+            axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=MAX_TICKS))
             axis.set_minor_formatter(ticker.NullFormatter())
         else:
             axis.set_major_locator(ticker.MaxNLocator(nbins=MAX_TICKS - 1, steps=[1, 2, 2.5, 5, 10]))
-            axis.set_major_formatter(ticker.FuncFormatter(compact_number))
+        axis.set_major_formatter(ticker.FuncFormatter(compact_number))
 
 
 def seeds_text(counts):
