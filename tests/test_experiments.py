@@ -119,7 +119,7 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
     names = [run["name"] for run in experiments.expand(preset)]
     assert len(names) == 2
     for name in names:
-        assert plots.is_complete(runs_dir / "smoke" / name)
+        assert runs.is_complete(runs_dir / "smoke" / name)
         assert any(line.startswith("[") and name in line and "updates" in line for line in result.stdout.splitlines())
 
     text = (report_dir / "REPORT.md").read_text()
