@@ -136,6 +136,8 @@ def run_all(jobs, workers):
 def load_results(path):
     with open(path) as f:
         saved = json.load(f)
+    if not all("config" in run for run in saved["results"]):
+        raise ValueError(f"{path} was written by an older large_v.py (one seed, no run configs); rerun the study")
     for run in saved["results"]:
         run["curve"] = {k: np.array(v, dtype=float) for k, v in run["curve"].items()}
     return saved["results"], saved["runtime"]
@@ -253,7 +255,11 @@ def main(argv):
         if not os.path.isfile(results_path):
             print(f"error: {results_path} does not exist; run large_v.py without --report-only first", file=sys.stderr)
             return 2
-        results, runtime = load_results(results_path)
+        try:
+            results, runtime = load_results(results_path)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     else:
         started = time.time()
         jobs = make_jobs(args.runs, args.seeds)

@@ -61,3 +61,10 @@ def test_report_verdicts_follow_the_runs(tmp_path, monkeypatch):
     large_v.write_report(synthetic_results(gossip_cycle_at=200), str(report), str(tmp_path), "1 minute",
                          "test_accuracy", 0.8)
     assert "Verdict: V = 20: **contradicted**." in report.read_text().split("### Claim 1")[1].split("### Claim 2")[0]
+
+
+def test_report_only_refuses_old_results_in_one_line(tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"runtime": "1 minute", "results": [{"kind": "training", "curve": []}]}')
+    assert large_v.main(["--report-only", "--figures", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "older large_v.py" in err and err.count("\n") == 1
