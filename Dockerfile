@@ -4,10 +4,11 @@
 #   docker build -t registry.example.com/multiwalk:v1 .
 #   docker push registry.example.com/multiwalk:v1
 #
-# The base image brings a CUDA build of PyTorch; pick one whose CUDA version
-# the nodes' NVIDIA driver supports, e.g.
-#   docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime ...
-ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+# The base image brings a CUDA build of PyTorch, the version requirements.txt
+# pins (the build fails otherwise); pick the CUDA version the nodes' NVIDIA
+# driver supports, e.g.
+#   docker build --build-arg BASE_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime ...
+ARG BASE_IMAGE=pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -24,13 +25,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends openssh-server openssh-client \
  && rm -rf /var/lib/apt/lists/*
 
-# Everything in requirements.txt except its CPU-only torch pin: the base
-# image's CUDA torch stays. mpich + mpi4py come from PyPI as on a laptop.
+# Everything in requirements.txt at the versions of constraints.txt, except
+# the torch pin: the base image's CUDA torch stays, and must be that version.
+# mpich + mpi4py come from PyPI as on a laptop.
 WORKDIR /app
-COPY requirements.txt .
+COPY requirements.txt constraints.txt ./
 RUN grep -v '^torch==' requirements.txt > /tmp/requirements-gpu.txt \
- && pip install -r /tmp/requirements-gpu.txt \
- && rm /tmp/requirements-gpu.txt \
+ && grep -v '^torch==' constraints.txt > /tmp/constraints-gpu.txt \
+ && pip install -r /tmp/requirements-gpu.txt -c /tmp/constraints-gpu.txt \
+ && rm /tmp/requirements-gpu.txt /tmp/constraints-gpu.txt \
+ && python -c "import torch; pin = open('requirements.txt').read().split('torch==')[1].split()[0]; \
+assert torch.__version__.split('+')[0] == pin, f'base image has torch {torch.__version__}, requirements pin {pin}'" \
  && python -c "import torch, mpi4py; print('torch', torch.__version__, 'CUDA', torch.version.cuda)" \
  && command -v mpirun
 

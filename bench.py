@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+import runs
 from events import read_events
 
 RESNET20_PARAMS = 272_474
@@ -33,8 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def mpirun(nodes, script, argv, seconds):
     """Run `script` on `nodes` MPI ranks; returns its stdout, or exits with its error."""
-    cmd = ["mpirun", "-n", str(nodes), sys.executable, os.path.join(HERE, script)] + argv
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)  # + start-up
+    cmd = runs.mpirun_command(nodes, os.path.join(HERE, script), argv)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=runs.mpi_env(), timeout=seconds + 300)  # + start-up
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed with code {done.returncode}:\n{done.stderr[-2000:]}")
     return done.stdout
@@ -93,8 +94,7 @@ def contention_free_rate(args, walks):
 def counter_check(out):
     """(transfers from events, formula), (bytes from events, formula), [(summary total, events total)]."""
     events = read_events(out)
-    with open(os.path.join(out, "summary.json")) as f:
-        summary = json.load(f)
+    summary = runs.read_json(os.path.join(out, "summary.json"))
     count = {kind: sum(1 for e in events if e["type"] == kind)
              for kind in ("update", "transfer", "self_loop", "exchange")}
     sent = sum(e["bytes"] for e in events if e["type"] == "transfer")

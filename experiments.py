@@ -12,7 +12,8 @@ Run r of preset P writes runs/P/<r>/ (config.json, events-rank*.jsonl, summary.j
 plus stdout.log, stderr.log and launch.json from this runner). A run is done when
 its summary.json says complete=true; done runs are skipped, so an interrupted grid
 resumes where it stopped. A failed run prints the tail of its stderr and the grid
-goes on; the exit code is 1 if any run failed. The report goes to reports/P/.
+goes on; the exit code is 1 if any run failed. The report goes to runs/reports/P/
+(--report-dir reports/P rewrites the committed one).
 """
 import argparse
 import json
@@ -24,17 +25,15 @@ import subprocess
 import sys
 import time
 
-import plots
+import runs as runs_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAIN = os.path.join(HERE, "main.py")
 PAPER_GRAPHS = {kind: os.path.join(HERE, "configs", "paper", f"{kind}_graph_20_nodes.json")
                 for kind in ("cycle", "complete", "erdos_renyi")}
-# CPU ranks share few cores: one BLAS thread each (distributed_training also caps torch's pool)
-CPU_ENV = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 # A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms), seeds,
-# the target accuracy the report measures against, and the environment of its runs.
+# and the target the report measures against (a value of --metric, test accuracy by default).
 # Algorithms are "mw<R>" or "gossip".
 PRESETS = dict(
     paper=dict(
@@ -42,7 +41,7 @@ PRESETS = dict(
         flags=dict(task="cifar10", tau=5, lr=0.05, batch_size=32, warmup_time=120, train_time=900, eval_interval=30),
         grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", "gossip"])
               for kind in ("cycle", "complete", "erdos_renyi") for alpha in (10.0, 1.0, 0.1)],
-        seeds=(0, 1, 2), target=0.8, env={}, startup_allowance=900),
+        seeds=(0, 1, 2), target=0.8, startup_allowance=900),
     cpu=dict(
         about="the paper's comparisons scaled to 2 CPU cores: sklearn digits + MLP, V=8, 15-second runs",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=2, train_time=15, eval_interval=0.25),
@@ -50,12 +49,12 @@ PRESETS = dict(
               (8, "complete", 1.0, ["mw1", "mw2", "mw4", "mw8", "gossip"]),
               (8, "complete", 0.1, ["mw1", "mw4", "mw8", "gossip"]),
               (4, "complete", 1.0, ["gossip"])],  # gossip throughput against V
-        seeds=(0, 1), target=0.9, env=CPU_ENV, startup_allowance=180),
+        seeds=(0, 1), target=0.9, startup_allowance=180),
     smoke=dict(
         about="two 3-second runs on 4 ranks: the whole pipeline end to end (tests/test_experiments.py)",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.5, train_time=3, eval_interval=0.2),
         grid=[(4, "cycle", 1.0, ["mw2", "gossip"])],
-        seeds=(0,), target=0.6, env=CPU_ENV, startup_allowance=180),
+        seeds=(0,), target=0.6, startup_allowance=180),
 )
 
 
@@ -71,7 +70,7 @@ def expand(preset, data_dir=None, only=None):
                              walks=int(algorithm[2:]) if algorithm.startswith("mw") else 1)
                 if data_dir:
                     flags["data_dir"] = data_dir
-                name = f"{plots.graph_kind(graph)}-V{nodes}-a{alpha:g}-{algorithm}-s{seed}"
+                name = f"{runs_lib.graph_kind(graph)}-V{nodes}-a{alpha:g}-{algorithm}-s{seed}"
                 if only is None or only in name:
                     runs.append(dict(name=name, nodes=nodes, flags=flags))
     return runs
@@ -117,11 +116,11 @@ def launch(run, out, preset, mpirun):
     """One mpirun; returns (exit code or 'timeout', seconds). launch.json records how it went."""
     shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
     os.makedirs(out)
-    command = shlex.split(mpirun) + ["-n", str(run["nodes"]), sys.executable, MAIN] + argv_of(run["flags"]) + ["--out", out]
+    command = runs_lib.mpirun_command(run["nodes"], MAIN, argv_of(run["flags"]) + ["--out", out], shlex.split(mpirun))
     timeout = run["flags"]["train_time"] + preset["startup_allowance"]
     load_before, started = os.getloadavg()[0], time.time()
     with open(os.path.join(out, "stdout.log"), "w") as stdout, open(os.path.join(out, "stderr.log"), "w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=dict(os.environ, **preset["env"]),
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=runs_lib.mpi_env(),
                                    start_new_session=True)  # its own process group, so a hang can be killed whole
         try:
             code = process.wait(timeout=timeout)
@@ -133,7 +132,7 @@ def launch(run, out, preset, mpirun):
     with open(os.path.join(out, "launch.json"), "w") as f:
         json.dump(dict(command=" ".join(command), exit_code=code, seconds=round(seconds, 2), timeout_s=timeout,
                        load_before=load_before, load_after=os.getloadavg()[0], cores=len(os.sched_getaffinity(0)),
-                       env=preset["env"]), f, indent=2)
+                       env=runs_lib.THREAD_ENV), f, indent=2)
     return code, seconds
 
 
@@ -148,7 +147,7 @@ def stderr_tail(out, lines=5):
 
 def run_grid(name, preset, runs, runs_dir, mpirun):
     """Runs every run not yet done; returns the number that failed."""
-    todo = [run for run in runs if not plots.is_complete(os.path.join(runs_dir, run["name"]))]
+    todo = [run for run in runs if not runs_lib.is_complete(os.path.join(runs_dir, run["name"]))]
     error = check_runs(todo, mpirun) if todo else None
     if error:
         print(f"error: {error}", file=sys.stderr)
@@ -162,7 +161,7 @@ def run_grid(name, preset, runs, runs_dir, mpirun):
             print(f"{head}: done, skipped", flush=True)
             continue
         code, seconds = launch(run, out, preset, mpirun)
-        if code == 0 and plots.is_complete(out):
+        if code == 0 and runs_lib.is_complete(out):
             with open(os.path.join(out, "summary.json")) as f:
                 s = json.load(f)
             print(f"{head}: {seconds:.0f} s, {s['iterations']} updates, {s['bytes_sent'] / 1e6:.1f} MB sent, "
@@ -175,16 +174,16 @@ def run_grid(name, preset, runs, runs_dir, mpirun):
     return failed
 
 
-def make_report(name, preset, runs, runs_dir, report_dir):
+def make_report(name, preset, runs, runs_dir, report_dir, metric):
     import report
     finished = [os.path.join(runs_dir, run["name"]) for run in runs]
-    finished = [path for path in finished if plots.is_complete(path)]
+    finished = [path for path in finished if runs_lib.is_complete(path)]
     if not finished:
         print(f"error: no finished runs of preset {name} under {runs_dir}", file=sys.stderr)
         return 2
     os.makedirs(report_dir, exist_ok=True)
-    loaded = plots.find_runs(finished)
-    verdicts = report.write_report(loaded, preset["target"], report_dir, f"Reproduction report: preset `{name}`",
+    loaded = runs_lib.find_runs(finished)
+    verdicts = report.write_report(loaded, metric, preset["target"], report_dir, f"Reproduction report: preset `{name}`",
                                    f"python experiments.py report {name}")
     print(f"{os.path.join(report_dir, 'REPORT.md')} from {len(loaded)} of {len(runs)} runs: "
           + ", ".join(f"claim {n} {v}" for n, v in verdicts.items()), flush=True)
@@ -200,25 +199,28 @@ def main(argv=None):
     parser.add_argument("command", choices=("run", "report", "list"))
     parser.add_argument("preset", choices=tuple(PRESETS))
     parser.add_argument("--runs-dir", default="runs", help="runs go to RUNS_DIR/<preset>/<run>")
-    parser.add_argument("--report-dir", default=None, help="REPORT.md and figures/ (default reports/<preset>)")
+    parser.add_argument("--report-dir", default=None,
+                        help="REPORT.md and figures/ (default RUNS_DIR/reports/<preset>; reports/<preset> is committed)")
+    parser.add_argument("--metric", default="test_accuracy", choices=runs_lib.METRICS,
+                        help="the metric of the preset's target (its value stays the preset's)")
     parser.add_argument("--data-dir", default=None, help="main.py's --data-dir for every run (CIFAR-10 batches)")
     parser.add_argument("--only", default=None, help="only the runs whose name contains this text")
     parser.add_argument("--mpirun", default="mpirun", help="the launcher and its options, e.g. 'mpirun -f hosts'")
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     runs_dir = os.path.join(args.runs_dir, args.preset)
-    report_dir = args.report_dir or os.path.join("reports", args.preset)
+    report_dir = args.report_dir or os.path.join(args.runs_dir, "reports", args.preset)
     runs = expand(preset, args.data_dir, args.only)
     if not runs:
         print(f"error: no run of preset {args.preset} has {args.only!r} in its name", file=sys.stderr)
         return 2
     if args.command == "list":
         for run in runs:
-            done = "done" if plots.is_complete(os.path.join(runs_dir, run["name"])) else "todo"
+            done = "done" if runs_lib.is_complete(os.path.join(runs_dir, run["name"])) else "todo"
             print(f"{done}  {run['name']}: {args.mpirun} -n {run['nodes']} python main.py {' '.join(argv_of(run['flags']))}")
         return 0
     failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun) if args.command == "run" else 0
-    code = make_report(args.preset, preset, runs, runs_dir, report_dir)
+    code = make_report(args.preset, preset, runs, runs_dir, report_dir, args.metric)
     return 1 if failed else code
 
 

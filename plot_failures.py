@@ -8,33 +8,30 @@ failure; runs of the same algorithm without failures are drawn dotted, for refer
     mpirun -n 6 python main.py --algorithm gossip --train-time 30 --eval-interval 1 --out runs/nofail-gossip
     python plot_failures.py runs/fail-mw runs/fail-gossip runs/nofail-mw runs/nofail-gossip --ymin 0.85
 
-It also prints, for every failure, the accuracy evaluated last before it, first after
+writes runs/failures.png (--out figures/failures.png replaces the README's figure). It also prints, for every failure, the accuracy evaluated last before it, first after
 it (at the node evaluation moved to) and at the end of the run.
 """
 import argparse
-import json
 import os
+import sys
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import plots  # noqa: E402
+import runs as runs_lib  # noqa: E402
 from events import read_events  # noqa: E402
 
 
 def failure_curve(out_dir):
     """(config, [(t, accuracy, evaluating node)], [(failed node, time)]) of one run."""
-    with open(os.path.join(out_dir, "config.json")) as f:
-        cfg = json.load(f)
+    cfg = runs_lib.read_json(os.path.join(out_dir, "config.json"))
     events = read_events(out_dir)
     evals = [(e["t"], e["test_accuracy"], e.get("node", 0)) for e in events
              if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
     failures = sorted({(e["node"], e["scheduled"]) for e in events if e["type"] == "failure"})
     return cfg, evals, failures
-
-
-def name(cfg):
-    return f"MW-{cfg['walks']}" if cfg["algorithm"] == "mw" else "gossip"
 
 
 def around_failures(evals, failures):
@@ -50,9 +47,14 @@ def around_failures(evals, failures):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="out folders of runs (with and without --failure-times)")
-    parser.add_argument("--out", default="figures/failures.png")
+    parser.add_argument("--out", default="runs/failures.png", help="the PNG to write")
     parser.add_argument("--ymin", type=float, default=None, help="lower end of the accuracy axis (to zoom in)")
     args = parser.parse_args(argv)
+    missing = [run for run in args.runs if not runs_lib.is_run_dir(run)]
+    if missing:
+        print(f"error: {missing[0]} is not a run folder (no config.json); make it with the mpirun line in "
+              "plot_failures.py's docstring", file=sys.stderr)
+        return 2
     curves = [failure_curve(run) for run in args.runs]
     algorithms = sorted({cfg["algorithm"] for cfg, _, _ in curves}, key=["mw", "gossip"].index)
     fig, axes = plt.subplots(1, len(algorithms), figsize=(5.5 * len(algorithms), 4), sharey=True, squeeze=False)
@@ -63,7 +65,7 @@ def main(argv=None):
                      f"{first['task']}")
         for (cfg, evals, failures), run in mine:
             t, acc = [e[0] for e in evals], [e[1] for e in evals]
-            label = name(cfg) + (f", {len(failures)} failures" if failures else ", no failures")
+            label = runs_lib.algorithm_label(cfg) + (f", {len(failures)} failures" if failures else ", no failures")
             ax.plot(t, acc, ":" if not failures else "-", marker="." if failures else None, label=label)
             for node, when in failures:
                 what = f"aggregator {node} -> {node + 1}" if algorithm == "mw" else f"node {node} stops"
@@ -71,20 +73,23 @@ def main(argv=None):
                 ax.text(when, 0.25, " " + what, rotation=90, va="bottom", fontsize=8, color="gray",
                         transform=ax.get_xaxis_transform())
             for node, when, before, after, final in around_failures(evals, failures):
-                print(f"{run}: {name(cfg)} failure of node {node} at {when:g}s: accuracy {before:.4f} before, "
-                      f"{after:.4f} first after, {final:.4f} at the end")
+                before, after = ("none" if acc is None else f"{acc:.4f}" for acc in (before, after))  # no eval there
+                print(f"{run}: {runs_lib.algorithm_label(cfg)} failure of node {node} at {when:g}s: accuracy "
+                      f"{before} before, {after} first after, {final:.4f} at the end")
             if not failures:
-                print(f"{run}: {name(cfg)} without failures: final accuracy {acc[-1]:.4f}")
+                print(f"{run}: {runs_lib.algorithm_label(cfg)} without failures: final accuracy {acc[-1]:.4f}")
         ax.set_xlabel("time (s)")
         ax.set_ylim(bottom=args.ymin)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        plots.readable_ticks(ax)
+        ax.legend(loc="lower right", fontsize=plots.LEGEND_SIZE)
     axes[0][0].set_ylabel("test accuracy (evaluated model)")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,130 +1,37 @@
 """
 The paper's panels from event logs: test loss and test accuracy of the evaluated
-model against wall-clock time, iterations (local updates over all nodes),
-communication (GB sent over all nodes, log scale) and cumulative compute time,
-mean and a +-std band over seeds, one curve per algorithm (SPEC §5).
+model against time, iterations (local updates over all nodes), communication
+(GB sent over all nodes, log scale) and cumulative compute time, the mean and a
++-std band over seeds, one curve per algorithm (SPEC §5); and the throughput
+figure of claim 3.
 
-    python plots.py runs/cpu --out figures          # every setting found under runs/cpu
-    python plots.py runs/cpu/cycle-V8-a1-mw4-s0      # one run
+    python plots.py runs/cpu --out runs/cpu/figures       # every setting found under runs/cpu
+    python plots.py runs/cpu/cycle-V8-a1-mw4-s0           # one run -> runs/figures/
 
-A run is any directory with config.json, events-rank*.jsonl and summary.json
-(real MPI runs and simulated runs alike). Runs that differ only in seed are one
-curve; runs that share graph, V, data split and task are one figure (a "setting").
-Beside every PNG a CSV holds the plotted mean/std curves.
+A run is any folder with config.json, events-rank*.jsonl and summary.json (real
+MPI runs and simulated runs alike; simulated runs are plotted against virtual
+time). Runs that differ only in seed are one curve; runs that share graph, V,
+data split and task are one figure (a "setting"). Beside every PNG a CSV holds
+the plotted mean/std curves. Figures go under runs/ unless --out says otherwise.
 """
 import argparse
 import csv
-import json
 import os
 import sys
 
 import numpy as np
 
-from events import read_events
+import runs as runs_lib
 
 # x-axes of the panels: key in a curve, axis label, log scale
-X_AXES = (("time", "wall-clock time (s)", False),
+X_AXES = (("time", "time (s)", False),
           ("iterations", "iterations (local updates, all nodes)", False),
           ("gigabytes", "communication (GB sent, all nodes)", True),
           ("compute", "cumulative compute time (s, all nodes)", False))
-Y_AXES = (("loss", "test loss"), ("accuracy", "test accuracy"))
+Y_AXES = (("test_loss", "test loss"), ("test_accuracy", "test accuracy"))
 GRID_POINTS = 100
-
-
-# -----------------------------------------------------------------------------
-# one run: its config, summary and evaluation curve
-
-def is_run_dir(path):
-    return os.path.isfile(os.path.join(path, "config.json"))
-
-
-def is_complete(path):
-    """A run counts as finished when its summary.json says complete=true."""
-    try:
-        with open(os.path.join(path, "summary.json")) as f:
-            return json.load(f).get("complete") is True
-    except (OSError, ValueError):
-        return False
-
-
-def run_curve(events):
-    """The evaluated model's curve, merged over ranks: for each eval of "node0" at rank 0,
-    its time, and the updates, bytes and compute seconds of all ranks with t <= that time.
-    Ranks share one time origin (rank 0's clock, broadcast at start), so the merge is exact."""
-    updates = sorted((e["t"], e["duration"]) for e in events if e["type"] == "update")
-    transfers = sorted((e["t"], e["bytes"]) for e in events if e["type"] == "transfer")
-    evals = [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
-    update_t = np.array([t for t, _ in updates], dtype=float)
-    update_s = np.cumsum([0.0] + [d for _, d in updates])
-    transfer_t = np.array([t for t, _ in transfers], dtype=float)
-    transfer_b = np.cumsum([0] + [b for _, b in transfers])
-    t = np.array([e["t"] for e in evals], dtype=float)
-    n_updates = np.searchsorted(update_t, t, side="right")  # "right": events at the eval's own t count
-    n_transfers = np.searchsorted(transfer_t, t, side="right")
-    return dict(time=t, iterations=n_updates.astype(float), bytes=transfer_b[n_transfers].astype(float),
-                gigabytes=transfer_b[n_transfers] / 1e9, compute=update_s[n_updates],
-                loss=np.array([e["test_loss"] for e in evals], dtype=float),
-                accuracy=np.array([e["test_accuracy"] for e in evals], dtype=float),
-                update_times=update_t)
-
-
-def load_run(path):
-    with open(os.path.join(path, "config.json")) as f:
-        cfg = json.load(f)
-    with open(os.path.join(path, "summary.json")) as f:
-        summary = json.load(f)
-    launch = None
-    if os.path.isfile(os.path.join(path, "launch.json")):  # written by experiments.py around mpirun
-        with open(os.path.join(path, "launch.json")) as f:
-            launch = json.load(f)
-    return dict(dir=path, name=os.path.basename(os.path.normpath(path)), config=cfg, summary=summary,
-                launch=launch, curve=run_curve(read_events(path)))
-
-
-def find_runs(paths):
-    """Finished runs in the given run directories or directories of runs, sorted by name."""
-    found = []
-    for path in paths:
-        candidates = [path] if is_run_dir(path) else [os.path.join(path, d) for d in sorted(os.listdir(path))]
-        found += [p for p in candidates if is_run_dir(p) and is_complete(p)]
-    return [load_run(p) for p in found]
-
-
-# -----------------------------------------------------------------------------
-# names: which curve (algorithm) and which figure (setting) a run belongs to
-
-def graph_kind(graph):
-    """cycle / complete / er for generated graphs and for the paper's edge-list files."""
-    base = os.path.basename(graph).lower()
-    for kind, prefix in (("cycle", "cycle"), ("complete", "complete"), ("er", "erdos"), ("er", "er")):
-        if base.startswith(prefix):
-            return kind
-    return os.path.splitext(base)[0]
-
-
-def algorithm_label(cfg):
-    if cfg["algorithm"] == "mw":
-        return f"MW-{cfg['walks']}"
-    return "gossip" if cfg.get("gossip_mode", "free") == "free" else f"gossip ({cfg['gossip_mode']})"
-
-
-def algorithm_order(label):
-    """MW-1, MW-2, ..., then gossip: the legend order of the paper."""
-    return (0, int(label[3:])) if label.startswith("MW-") else (1, label)
-
-
-def split_label(cfg):
-    return "iid" if cfg["partition"] == "iid" else f"alpha={cfg['alpha']:g}"
-
-
-def setting_key(cfg):
-    """(graph kind, V, split, task): the runs of one figure."""
-    return (graph_kind(cfg["graph"]), cfg["nodes"], split_label(cfg), cfg["task"])
-
-
-def setting_title(key):
-    kind, nodes, split, task = key
-    return f"{kind}, V={nodes}, {split}, {task}"
+MAX_TICKS = 6            # per axis: labels stay apart at the panel sizes below
+LEGEND_SIZE = 11
 
 
 def setting_slug(key):
@@ -132,13 +39,37 @@ def setting_slug(key):
     return f"{task}-{kind}-V{nodes}-{split.replace('alpha=', 'a')}"
 
 
-def group_runs(runs):
-    """{setting key: {algorithm label: [runs over seeds]}}, settings and algorithms in a stable order."""
-    groups = {}
-    for run in runs:
-        groups.setdefault(setting_key(run["config"]), {}).setdefault(algorithm_label(run["config"]), []).append(run)
-    return {key: dict(sorted(algos.items(), key=lambda kv: algorithm_order(kv[0])))
-            for key, algos in sorted(groups.items(), key=lambda kv: (kv[0][3], kv[0][0], kv[0][1], kv[0][2]))}
+def compact_number(value, _position=None):
+    """12000 -> 12k, 3500000 -> 3.5M: short tick labels for large counts and byte totals."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def readable_ticks(ax):
+    """At most about MAX_TICKS labelled ticks per axis, with compact plain labels (0.05, 20k, 3G).
+    A log axis is labelled at 1, 2, 5 x 10^k over two decades or less, else at powers of ten
+    (every second or third one over a wide span)."""
+    from matplotlib import ticker
+    for axis, limits in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() == "log":
+            low, high = sorted(limits)
+            subs = (1.0, 2.0, 5.0) if high <= 100 * low else (1.0,)
+            axis.set_major_locator(ticker.LogLocator(base=10, subs=subs, numticks=MAX_TICKS))
+            axis.set_minor_formatter(ticker.NullFormatter())
+        else:
+            axis.set_major_locator(ticker.MaxNLocator(nbins=MAX_TICKS - 1, steps=[1, 2, 2.5, 5, 10]))
+        axis.set_major_formatter(ticker.FuncFormatter(compact_number))
+
+
+def seeds_text(counts):
+    """'3 seeds' (or '1 seed') when every curve has that many, else 'seeds per curve in the legend'."""
+    counts = set(counts)
+    if len(counts) > 1:
+        return "seeds per curve in the legend"
+    n = counts.pop()
+    return f"mean and ±std over {n} seeds" if n > 1 else "1 seed"
 
 
 # -----------------------------------------------------------------------------
@@ -176,6 +107,10 @@ def draw_setting(key, algos, png_path, csv_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(Y_AXES), len(X_AXES), figsize=(17, 7.5))
+    runs = [run for group in algos.values() for run in group]
+    simulated = [runs_lib.is_simulated(run) for run in runs]
+    clock = "virtual time (s)" if all(simulated) else "time (s; virtual for simulated runs)" if any(simulated) else \
+        "wall-clock time (s)"
     rows = []
     for label, runs in algos.items():
         curves = [run["curve"] for run in runs]
@@ -188,18 +123,21 @@ def draw_setting(key, algos, png_path, csv_path):
                 if len(grid):
                     line, = ax.plot(grid, mean, label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
                     ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-                ax.set_xlabel(x_label)
+                ax.set_xlabel(clock if x_key == "time" else x_label)
                 ax.set_ylabel(y_label)
                 if log:
                     ax.set_xscale("log")
                 ax.grid(alpha=0.3)
-            (loss, loss_std), (accuracy, accuracy_std) = columns["loss"], columns["accuracy"]
+            (loss, loss_std), (accuracy, accuracy_std) = columns["test_loss"], columns["test_accuracy"]
             rows += [[label, len(curves), x_key, f"{x:.6g}", f"{a:.5f}", f"{b:.5f}", f"{c:.5f}", f"{d:.5f}"]
                      for x, a, b, c, d in zip(grid, loss, loss_std, accuracy, accuracy_std)]
     for ax in axes[1]:
         ax.set_ylim(top=1.0)
-    axes[0, 0].legend()
-    fig.suptitle(f"{setting_title(key)}: the evaluated model (node 0), mean and +-std over seeds")
+    for ax in axes.flat:
+        readable_ticks(ax)
+    axes[0, 0].legend(fontsize=LEGEND_SIZE)
+    fig.suptitle(f"{runs_lib.setting_title(key)}: the evaluated model (node 0), "
+                 f"{seeds_text(len(group) for group in algos.values())}", fontsize=13)
     fig.tight_layout()
     save_small_png(fig, png_path)
     plt.close(fig)
@@ -213,29 +151,60 @@ def draw_all(runs, out_dir):
     """A PNG and a CSV per setting in out_dir; returns {setting key: PNG path}."""
     os.makedirs(out_dir, exist_ok=True)
     figures = {}
-    for key, algos in group_runs(runs).items():
+    for key, algos in runs_lib.group_runs(runs).items():
         png = os.path.join(out_dir, setting_slug(key) + ".png")
         draw_setting(key, algos, png, png[:-4] + ".csv")
         figures[key] = png
     return figures
 
 
+def draw_throughput(series, path):
+    """Claim 3's figure: updates/s against R (MW) and V (gossip), mean and 95% interval over seeds,
+    dotted: linear speed-up from the first point, dashed: what the machine's cores allow (MPI runs).
+    series: claims.claim_scaling(...)["series"]."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, axis in zip(axes, ("R", "V")):
+        for s in (s for s in series if s["axis"] == axis):
+            xs = np.array([x for x, _ in s["points"]], dtype=float)
+            means, lows, highs = (np.array(v) for v in zip(*(stats for _, stats in s["points"])))
+            line = ax.errorbar(xs, means, yerr=[means - lows, highs - means], marker="o", capsize=3,
+                               label=s["name"])[0]
+            ax.plot(xs, means[0] * xs / xs[0], ls=":", color=line.get_color())
+            if s["cores"]:
+                bound = np.minimum(xs, s["cores"]) / min(xs[0], s["cores"])
+                ax.plot(xs, means[0] * bound, ls="--", color=line.get_color(), lw=1,
+                        label=f"limit of {s['cores']} cores")
+        ax.set_xlabel("walks R (MW)" if axis == "R" else "nodes V (gossip)")
+        ax.set_ylabel("local updates per second (all nodes)")
+        ax.set_title(f"throughput vs {axis}; bars: 95% CI over seeds, dotted: linear")
+        ax.grid(alpha=0.3)
+        readable_ticks(ax)
+        if ax.has_data():
+            ax.legend(fontsize=LEGEND_SIZE - 2)
+    fig.tight_layout()
+    save_small_png(fig, path)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("paths", nargs="+", help="run directories, or directories holding run directories")
-    parser.add_argument("--out", default="figures", help="where the PNG and CSV files go")
+    parser.add_argument("--out", default="runs/figures", help="where the PNG and CSV files go")
     args = parser.parse_args(argv)
     missing = [p for p in args.paths if not os.path.isdir(p)]
     if missing:
         print(f"error: {missing[0]} is not a directory", file=sys.stderr)
         return 2
-    runs = find_runs(args.paths)
+    runs = runs_lib.find_runs(args.paths)
     if not runs:
         print(f"error: no finished runs (config.json + summary.json with complete=true) under {' '.join(args.paths)}",
               file=sys.stderr)
         return 2
     for key, png in draw_all(runs, args.out).items():
-        print(f"{png}  ({setting_title(key)})")
+        print(f"{png}  ({runs_lib.setting_title(key)})")
     return 0
 
 

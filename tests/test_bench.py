@@ -18,13 +18,15 @@ import models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.timeout(1800)  # only catches a hang: on a loaded machine the five mpirun start-ups alone take minutes
 def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp_path):
     # a rank's log left over from an earlier, larger run in the same place must not be counted
     os.makedirs(tmp_path / "gossip")
     (tmp_path / "gossip" / "events-rank5.jsonl").write_text('{"t": 1.0, "type": "transfer", "to": 0, "bytes": 4}\n')
-    done = subprocess.run([sys.executable, "bench.py", "--nodes", "2", "--walks", "2", "--train-time", "3",
-                           "--hop-time", "2", "--trim", "0.5", "--out", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=280)
+    # the work is bounded (2 ranks, 2 s runs, tiny model); bench.py's own per-launch timeout catches a hang
+    done = subprocess.run([sys.executable, "bench.py", "--nodes", "2", "--walks", "2", "--train-time", "2",
+                           "--hop-time", "1", "--trim", "0.25", "--params", "1000", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])

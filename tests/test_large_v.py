@@ -1,58 +1,70 @@
-"""The large-V study's verdicts are computed from the figures: change a figure, the verdict changes."""
+"""The large-V study: its jobs, and a report section whose verdicts come from claims.py:
+change a figure of the synthetic runs, the verdict changes."""
+import numpy as np
+
 import large_v
+import main
 
 
-def training(graph, algorithm, walks=1, alpha=1.0, iterations=None, nbytes=None, nodes=20):
-    reached = None if iterations is None else dict(iterations=iterations, bytes=nbytes or iterations, time=1.0)
-    return dict(kind="training", nodes=nodes, graph=graph, alpha=alpha, algorithm=algorithm, walks=walks,
-                to_target=reached)
+def test_jobs_repeat_every_run_for_every_seed_with_valid_flags():
+    jobs = large_v.make_jobs("runs/x", seeds=(0, 1))
+    assert len({job["out"] for job in jobs}) == len(jobs)
+    assert sum(job["seed"] == 0 for job in jobs) == sum(job["seed"] == 1 for job in jobs) == len(jobs) // 2
+    for job in jobs[:: len(jobs) // 7]:
+        cfg = main.parse_config(large_v.run_flags(job, model_bytes=1000), check_paths=False)
+        assert cfg["seed"] == job["seed"] and cfg["nodes"] == job["nodes"]
 
 
-def test_claim1_needs_every_walk_count_to_beat_gossip():
-    results = [training("cycle", "mw", 1, iterations=50), training("cycle", "mw", 2, iterations=80),
-               training("cycle", "gossip", iterations=100)]
-    assert large_v.claim1(results, 20)
-    results[2]["to_target"]["iterations"] = 60
-    assert not large_v.claim1(results, 20)
-    results[2]["to_target"] = None  # gossip never reached the target
-    assert large_v.claim1(results, 20)
-    results[0]["to_target"] = None  # neither did MW-1
-    assert not large_v.claim1(results, 20)
+def training(graph, algorithm, seed, walks=1, alpha=1.0, reach_at=None, bytes_per_iteration=10):
+    iterations = np.linspace(0, 1000, 11)
+    accuracy = np.where(iterations >= (np.inf if reach_at is None else reach_at), 0.9, 0.1)
+    config = dict(algorithm=algorithm, walks=walks, graph=graph, nodes=20, partition="dirichlet", alpha=alpha,
+                  task="digits", seed=seed, er_p=0.3, gossip_mode="free")
+    return dict(kind="training", name=f"{graph}-{algorithm}{walks}-s{seed}", config=config, launch=None,
+                summary=dict(backend="sim", compute_time=1.0, iterations=1000), updates_per_s=None,
+                curve=dict(time=iterations, iterations=iterations, bytes=iterations * bytes_per_iteration,
+                           gigabytes=iterations * bytes_per_iteration / 1e9, test_accuracy=accuracy,
+                           test_loss=1 - accuracy))
 
 
-def complete_grid(gossip_iterations):
-    return [training("complete", "mw", walks, alpha, iterations=its)
-            for alpha in (1.0, 0.1) for walks, its in ((1, 40), (2, 90), (10, None))] + \
-           [training("complete", "gossip", alpha=alpha, iterations=gossip_iterations[alpha]) for alpha in (1.0, 0.1)]
+def timing(algorithm, nodes, graph, walks, seed, rate):
+    config = dict(algorithm=algorithm, walks=walks, graph=graph, nodes=nodes, partition="dirichlet", alpha=1.0,
+                  task="digits", seed=seed, er_p=0.3, gossip_mode="free")
+    return dict(kind="timing", name="t", config=config, launch=None, updates_per_s=rate,
+                summary=dict(backend="sim", compute_time=1.0, iterations=100), curve={})
 
 
-def test_claim2_needs_mw_to_win_somewhere_and_gossip_where_expected():
-    winners, holds = large_v.claim2(complete_grid({1.0: 100, 0.1: 120}), 20)
-    assert holds and winners[1.0, 10] == "gossip" and winners[0.1, 1] == "MW"
-    winners, holds = large_v.claim2(complete_grid({1.0: 30, 0.1: 30}), 20)  # gossip wins everywhere
-    assert not holds and set(winners.values()) == {"gossip"}
-    winners, holds = large_v.claim2(complete_grid({1.0: None, 0.1: None}), 20)  # MW wins or nobody reaches
-    assert not holds and set(winners.values()) == {"MW", "neither"}
+def synthetic_results(gossip_cycle_at):
+    results = []
+    for seed in (0, 1, 2):
+        for graph, alpha in large_v.SETTINGS:
+            results += [training(graph, "mw", seed, walks, alpha, reach_at=200 + 100 * walks)
+                        for walks in large_v.training_walks(20, graph)]
+            results.append(training(graph, "gossip", seed, alpha=alpha, bytes_per_iteration=50,
+                                    reach_at=gossip_cycle_at if graph == "cycle" else 500))
+        for graph in large_v.GRAPHS:
+            results += [timing("mw", 20, graph, walks, seed, rate=30.0 * walks + seed) for walks in (1, 2)]
+            results += [timing("gossip", nodes, graph, 1, seed, rate=40.0 * nodes + seed) for nodes in (20, 40)]
+    return results
 
 
-def test_claim4_compares_bytes_and_finds_the_cheapest_run():
-    results = [training("er", "mw", 1, iterations=50, nbytes=10), training("er", "mw", 2, iterations=40, nbytes=30),
-               training("er", "gossip", iterations=30, nbytes=20)]
-    winners, mw1_fewest = large_v.claim4(results, 20, "er", 1.0)
-    assert winners == {1: "MW", 2: "gossip"} and mw1_fewest
-    results[0]["to_target"]["bytes"] = 25
-    winners, mw1_fewest = large_v.claim4(results, 20, "er", 1.0)
-    assert winners == {1: "gossip", 2: "gossip"} and not mw1_fewest
+def test_report_verdicts_follow_the_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(large_v, "NODES", (20,))
+    report = tmp_path / "large_v.md"
+    large_v.write_report(synthetic_results(gossip_cycle_at=800), str(report), str(tmp_path), "1 minute",
+                         "test_accuracy", 0.8)
+    text = report.read_text()
+    claim1 = text.split("### Claim 1")[1].split("### Claim 2")[0]
+    assert "Verdict: V = 20: **supported**." in claim1
+    assert "| cycle, V=20, alpha=1, digits | MW-1 | gossip (back to back) | 300, 300, 300 | 800, 800, 800 |" in claim1
+    assert "Verdict: **supported**" in text.split("### Claim 3")[1]
+    large_v.write_report(synthetic_results(gossip_cycle_at=200), str(report), str(tmp_path), "1 minute",
+                         "test_accuracy", 0.8)
+    assert "Verdict: V = 20: **contradicted**." in report.read_text().split("### Claim 1")[1].split("### Claim 2")[0]
 
 
-def test_claim3_compares_measured_speed_up_with_the_ideal(monkeypatch):
-    monkeypatch.setattr(large_v, "NODES", (20, 40))
-    def timing(algorithm, nodes, graph, walks, rate):
-        return dict(kind="timing", algorithm=algorithm, nodes=nodes, graph=graph, walks=walks, rate=rate, model_rate=rate)
-    results = [timing("mw", nodes, graph, walks, rate=30.0 * walks * (0.8 if (nodes, walks) == (20, 10) else 1))
-               for nodes in (20, 40) for graph in ("cycle", "er", "complete") for walks in (1, 2, 5, 10)]
-    results += [timing("gossip", nodes, graph, 1, rate=nodes * 40.0 * (0.95 if nodes == 40 else 1))
-                for nodes in (20, 40) for graph in ("cycle", "er", "complete")]
-    mw, gossip = large_v.claim3(results)
-    assert mw[20][:2] == (0.8, 10) and mw[40][0] == 1.0
-    assert gossip[:2] == (0.95, 40)
+def test_report_only_refuses_old_results_in_one_line(tmp_path, capsys):
+    (tmp_path / "results.json").write_text('{"runtime": "1 minute", "results": [{"kind": "training", "curve": []}]}')
+    assert large_v.main(["--report-only", "--figures", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "older large_v.py" in err and err.count("\n") == 1

@@ -197,6 +197,8 @@ def test_dockerfile_gpu_image_with_requirements_minus_cpu_torch():
     assert "grep -v '^torch==' requirements.txt" in text
     pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("torch==")]
     assert len(pins) == 1, "the Dockerfile drops exactly the requirements' CPU torch pin"
+    assert base.group(1).split(":")[1].startswith(pins[0].split("==")[1] + "-"), "the base image's torch is the pinned one"
+    assert "-c /tmp/constraints-gpu.txt" in text and "COPY requirements.txt constraints.txt" in text
     assert "openssh-server" in text
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
@@ -229,7 +231,7 @@ def test_dockerignore_keeps_code_and_drops_local_state():
 
     for path in (".git", "runs", "data", "__pycache__"):
         assert ignored(path), path
-    for path in ("main.py", "requirements.txt", "configs", "configs/paper/cycle_graph_20_nodes.json"):
+    for path in ("main.py", "requirements.txt", "constraints.txt", "configs", "configs/paper/cycle_graph_20_nodes.json"):
         assert not ignored(path), path
 
 
