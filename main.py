@@ -58,6 +58,13 @@ config = dict(
     skip_updates=False,       # advance the virtual clock without running SGD (pure timing studies)
     emulate_params=0,        # > 0: benchmark mode (bench.py), the model is a flat buffer of this many fp32
     emulate_compute=0.0,     #   parameters and each local update is a sleep of this many seconds
+    # fidelity switches (FIDELITY.md): the authors' behaviour by default, the cleaner variant on request
+    warmup_start="zero",     # zero: LR warm-up from 0, lr * min(t / W, 1), as the authors | tenth: from lr/10
+    weight_decay_scope="authors",  # authors: no decay of in-block BatchNorm weights/biases | all: decay everything
+    paper_version="v2",      # v1 | v2: the authors' gossip split of the paper's ER graph (v2 adds the pair 2-11)
+    mnli_style="authors",    # authors: text ends "<|endoftext|>", loss over padding too | masked: eos, padding masked
+    bn_recalibrate=0,        # > 0: evaluate a copy whose BatchNorm statistics are recomputed on this many node batches
+    eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
 )
 
 ALGORITHMS = ("mw", "gossip")
@@ -218,6 +225,17 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"failure_times must increase (the i-th time fails node i), got {cfg['failure_times']}")
     if cfg["checkpoint_every"] < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {cfg['checkpoint_every']}")
+    # fidelity switches (FIDELITY.md)
+    _one_of(cfg, "warmup_start", ("zero", "tenth"))
+    _one_of(cfg, "weight_decay_scope", ("authors", "all"))
+    _one_of(cfg, "paper_version", ("v1", "v2"))
+    _one_of(cfg, "mnli_style", ("authors", "masked"))
+    for key in ("bn_recalibrate", "eval_train_samples"):
+        if cfg[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
+    if cfg["bn_recalibrate"] and (cfg["task"] != "cifar10" or cfg["emulate_params"]):
+        raise ConfigError(f"bn_recalibrate {cfg['bn_recalibrate']} needs a model with BatchNorm: task cifar10 "
+                          f"without emulate_params")
     if check_paths:
         if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
             raise ConfigError(f"graph file {cfg['graph']} does not exist")
