@@ -41,35 +41,76 @@ def make_node(cfg, run, node_id, device):
     else:
         model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
                                     seed=cfg["seed"], model_dir=cfg["model_dir"]).to(device)
+    groups = models.weight_decay_groups(model, cfg["weight_decay"], cfg["weight_decay_scope"])
     if cfg["task"] == "mnli":
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        optimizer = torch.optim.Adam(groups, lr=cfg["lr"])
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                                    nesterov=cfg["nesterov"] and cfg["momentum"] > 0,
-                                    weight_decay=cfg["weight_decay"])
+        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
+                                    nesterov=cfg["nesterov"] and cfg["momentum"] > 0)
     # each node's batch order is its own, and a pure function of (seed, node)
     batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node_id],
                                 cfg["batch_size"], seed=cfg["seed"] * 100_003 + node_id,
                                 augment=task_data.augment)
-    loss_fn = mnli.lm_loss if cfg["task"] == "mnli" else classification_loss
+    if cfg["task"] != "mnli":
+        loss_fn = classification_loss
+    elif cfg["mnli_style"] == "authors":
+        loss_fn = mnli.lm_loss_with_padding
+    else:
+        loss_fn = mnli.lm_loss
     return Node(node_id, model, optimizer, batches, loss_fn, device,
                 emulate_compute=cfg["emulate_compute"] if cfg["emulate_params"] else None)
 
 
 def make_evaluate(cfg, run, node):
-    """The task's test metric: a function model -> (test loss, test accuracy)."""
+    """The metrics of the evaluated model: a function model -> dict with keys
+    - train_loss, train_accuracy: on a fixed seeded subset of the training set, half of it as the
+      authors' train_eval_frac = 0.5, at most cfg["eval_train_samples"] examples when that is > 0
+      (the paper's v1 figures plot these);
+    - test_loss, test_accuracy: on the test split (later figures plot test accuracy).
+    Classification: mean cross-entropy and accuracy. MNLI: LM loss (mnli_style "authors": the mean
+    over every position of a batch, padding included, as the authors compute it; "masked": per
+    real token) and label accuracy; train_accuracy is nan for MNLI (label choices are built for
+    the test split only). With cfg["bn_recalibrate"] = k > 0, every call first refreshes the
+    BatchNorm statistics of a copy of the model on k batches of this node's shard; the node's
+    own statistics, which training uses, are never changed."""
     task_data = run["task_data"]
+    train_subset = data.evaluation_train_subset(len(task_data.train_x), cfg["eval_train_samples"], cfg["seed"])
     if cfg["task"] == "mnli":
-        return lambda model: mnli.evaluate_mnli(model, task_data)  # LM loss per token, label accuracy
+        include_padding = cfg["mnli_style"] == "authors"
+        train_ids, train_labels = task_data.train_x[train_subset], task_data.train_y[train_subset]
+
+        def evaluate(model):
+            test_loss, test_accuracy = mnli.evaluate_mnli(model, task_data, include_padding=include_padding)
+            train_loss = mnli.evaluate_lm_loss(model, train_ids, train_labels, include_padding=include_padding)
+            return dict(train_loss=train_loss, train_accuracy=float("nan"),
+                        test_loss=test_loss, test_accuracy=test_accuracy)
+        return evaluate
+    train_x, train_y = task_data.train_x[train_subset].to(node.device), task_data.train_y[train_subset].to(node.device)
     test_x, test_y = task_data.test_x.to(node.device), task_data.test_y.to(node.device)
-    return lambda model: models.evaluate(model, test_x, test_y)
+    recalibration_batches = None
+    if cfg["bn_recalibrate"]:
+        # its own seeded stream over the node's shard, so evaluating never shifts the training batches
+        recalibration_batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node.node_id],
+                                                  cfg["batch_size"], seed=cfg["seed"] * 100_003 + node.node_id + (1 << 40),
+                                                  augment=task_data.augment)
+
+    def evaluate(model):
+        if recalibration_batches is not None:
+            model = models.recalibrated_batchnorm(model, recalibration_batches, cfg["bn_recalibrate"])
+        train_loss, train_accuracy = models.evaluate(model, train_x, train_y)
+        test_loss, test_accuracy = models.evaluate(model, test_x, test_y)
+        return dict(train_loss=train_loss, train_accuracy=train_accuracy, test_loss=test_loss, test_accuracy=test_accuracy)
+    return evaluate
 
 
 def lr_at(elapsed, cfg):
-    """Wall-clock schedule: linear warm-up from lr/10, then x0.1 at each decay fraction of train_time."""
+    """Wall-clock schedule: linear warm-up over warmup_time, then x0.1 at each decay fraction of
+    train_time. Warm-up starts from 0 (warmup_start "zero", the authors' lr * min(t / W, 1)) or
+    from lr/10 (warmup_start "tenth")."""
     lr = cfg["lr"]
     if cfg["warmup_time"] > 0 and elapsed < cfg["warmup_time"]:
-        lr *= 0.1 + 0.9 * elapsed / cfg["warmup_time"]
+        start = 0.0 if cfg["warmup_start"] == "zero" else 0.1
+        lr *= start + (1 - start) * elapsed / cfg["warmup_time"]
     for fraction in cfg["decay_fractions"]:
         if elapsed >= fraction * cfg["train_time"]:
             lr *= 0.1

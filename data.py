@@ -6,7 +6,7 @@ cifar10 (the standard python pickle batches, read from disk; no torchvision) and
 mnli (MultiNLI tokenized for a local OPT checkpoint; its loader is mnli.py).
 
     python data.py --task digits --nodes 8 --partition dirichlet --alpha 0.1 --seed 0
-prints the class histogram of every node's shard.
+prints how non-iid the split is (partition_stats) and the class histogram of the nodes' shards.
 """
 
 import argparse
@@ -21,7 +21,10 @@ import numpy as np
 import torch
 
 TASKS = ("digits", "synthetic", "cifar10", "mnli")
-PARTITIONS = ("iid", "dirichlet")
+PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")  # the first is the authors' partitioner
+AUXILIARY_WORKERS = 10  # the authors' partitioner balances groups of this many nodes
+CLI_NODES_SHOWN = 8  # histogram rows the CLI prints unless --all-nodes
+MAX_DIRICHLET_DRAWS = 10_000  # redraws of one group before a split is called impossible
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -161,7 +164,7 @@ def load_cifar10_data(data_dir):
 
 
 def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, synthetic_features=32,
-                   synthetic_classes=10, model_dir=None):
+                   synthetic_classes=10, model_dir=None, mnli_style="authors"):
     if task == "digits":
         return load_digits_data()
     if task == "synthetic":
@@ -170,7 +173,7 @@ def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, syntheti
         return load_cifar10_data(data_dir)
     if task == "mnli":
         import mnli  # transformers is slow to import: only for this task
-        return mnli.load_mnli(data_dir, model_dir)
+        return mnli.load_mnli(data_dir, model_dir, style=mnli_style)
     raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
 
 
@@ -185,15 +188,29 @@ def subset_test_split(task_data, count, seed):
                                             for f in dataclasses.fields(task_data) if f.name.startswith("test_")})
 
 
+EVAL_TRAIN_STREAM = 85  # the authors offset their train-evaluation split's seed by 85
+
+
+def evaluation_train_subset(num_train, cap, seed):
+    """Sorted indices of the training examples evaluated: a fixed seeded half (the authors'
+    train_eval_frac = 0.5), cut to `cap` examples if cap > 0."""
+    count = num_train // 2 if not cap else min(cap, num_train // 2)
+    # a stream of its own: the same seed also drives the partition
+    return torch.from_numpy(np.sort(np.random.default_rng([seed, EVAL_TRAIN_STREAM]).permutation(num_train)[:count]))
+
+
 # ----------------------------------------------------------------------------- partition
 
-def partition_indices(partition_labels, num_nodes, partition="iid", alpha=1.0, seed=0):
+def partition_indices(partition_labels, num_nodes, partition="dirichlet", alpha=1.0, seed=0):
     """Split sample indices into num_nodes EQUAL shards (the remainder N mod V is dropped).
 
-    Equal shards keep the walk's uniform stationary distribution meaningful. For
-    'dirichlet', each class is split over nodes by Dirichlet(alpha) proportions, the
-    nodes' lists are concatenated in node order and the sequence is re-chunked into
-    V equal consecutive pieces, as the authors' partitioner does.
+    Equal shards keep the walk's uniform stationary distribution meaningful.
+    - 'dirichlet': the authors' partitioner (Tao Lin's, see dirichlet_buckets), re-chunked.
+    - 'dirichlet_plain': each class is split over all nodes by one Dirichlet(alpha) draw, no
+      balancing; the nodes' lists are concatenated and re-chunked the same way.
+    - 'iid': a seeded permutation.
+    Re-chunking: the nodes' lists are concatenated in node order and cut into V equal
+    consecutive pieces, as the authors do.
     """
     labels = np.asarray(partition_labels)
     n = len(labels)
@@ -201,12 +218,14 @@ def partition_indices(partition_labels, num_nodes, partition="iid", alpha=1.0, s
         raise DataError(f"unknown partition {partition!r}; allowed: {', '.join(PARTITIONS)}")
     if not 1 <= num_nodes <= n:
         raise DataError(f"num_nodes {num_nodes} is not allowed for {n} samples; allowed: 1..{n}")
+    if partition != "iid" and not alpha > 0:
+        raise DataError(f"dirichlet alpha {alpha} is not allowed; allowed: alpha > 0")
     rng = np.random.default_rng(seed)
     if partition == "iid":
         order = rng.permutation(n)
+    elif partition == "dirichlet":
+        order = np.concatenate(dirichlet_buckets(labels, num_nodes, alpha, rng))
     else:
-        if not alpha > 0:
-            raise DataError(f"dirichlet alpha {alpha} is not allowed; allowed: alpha > 0")
         per_node = [[] for _ in range(num_nodes)]
         for c in np.unique(labels):
             class_indices = rng.permutation(np.flatnonzero(labels == c))
@@ -217,6 +236,58 @@ def partition_indices(partition_labels, num_nodes, partition="iid", alpha=1.0, s
         order = np.concatenate([np.concatenate(parts) for parts in per_node])
     shard_size = n // num_nodes
     return [order[v * shard_size:(v + 1) * shard_size].astype(np.int64) for v in range(num_nodes)]
+
+
+def dirichlet_buckets(labels, num_nodes, alpha, rng, group_size=AUXILIARY_WORKERS):
+    """The authors' non-iid split (Tao Lin's partitioner), before re-chunking: one index list per node.
+
+    The shuffled samples are cut into groups of `group_size` nodes (V = 20: two halves of 10),
+    each group getting group_size / V of the samples (the last group the rest). Within a
+    group of k nodes holding m samples, every class in turn is split by a Dirichlet(alpha)
+    draw in which a node already holding m / k samples gets probability 0; the whole group
+    is redrawn until every node holds at least half the mean, m / (2k).
+    """
+    order = rng.permutation(len(labels))
+    num_groups = -(-num_nodes // group_size)
+    group_samples = int(group_size / num_nodes * len(labels))
+    buckets = []
+    for g in range(num_groups):
+        members = order[g * group_samples:] if g == num_groups - 1 else order[g * group_samples:(g + 1) * group_samples]
+        nodes = group_size if g < num_groups - 1 else num_nodes - group_size * (num_groups - 1)
+        buckets += _balanced_dirichlet_group(members, labels[members], nodes, alpha, rng)
+    return buckets
+
+
+def _balanced_dirichlet_group(members, member_labels, nodes, alpha, rng):
+    full, least = len(members) / nodes, int(0.5 * len(members) / nodes)
+    for _ in range(MAX_DIRICHLET_DRAWS):
+        parts = [[] for _ in range(nodes)]
+        sizes = np.zeros(nodes, dtype=np.int64)
+        for c in np.unique(member_labels):
+            in_class = members[member_labels == c]
+            weights = rng.dirichlet(np.full(nodes, alpha)) * (sizes < full)
+            if weights.sum() == 0:  # every node with room drew exactly 0 (tiny alpha): redraw the group
+                break
+            cuts = (np.cumsum(weights / weights.sum()) * len(in_class)).astype(int)[:-1]
+            for node, piece in enumerate(np.split(in_class, cuts)):
+                parts[node].append(piece)
+                sizes[node] += len(piece)
+        else:
+            if sizes.min() >= least:
+                return [np.concatenate(p) if p else np.zeros(0, dtype=np.int64) for p in parts]
+    raise DataError(f"dirichlet alpha {alpha} left a node below half the mean shard in {MAX_DIRICHLET_DRAWS} draws "
+                    f"of {len(members)} samples over {nodes} nodes; allowed: a larger alpha or fewer nodes")
+
+
+def partition_stats(partition_labels, shards, num_classes):
+    """How non-iid a split is, averaged over shards: the top class's share, the number of classes
+    holding at least 5% of the shard, and the KL divergence (nats) of the class mix from uniform."""
+    hist = class_histogram(partition_labels, shards, num_classes).astype(np.float64)
+    share = hist / hist.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = np.where(share > 0, share * np.log(share * share.shape[1]), 0.0).sum(1)
+    return dict(max_class_fraction=float(share.max(1).mean()), classes_over_5pct=float((share >= 0.05).sum(1).mean()),
+                kl_from_uniform=float(kl.mean()))
 
 
 def class_histogram(partition_labels, shards, num_classes):
@@ -298,6 +369,7 @@ def main(argv=None):
     parser.add_argument("--partition", default="dirichlet", help=f"one of {', '.join(PARTITIONS)}")
     parser.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration (> 0)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-nodes", action="store_true", help=f"print every node, not only the first {CLI_NODES_SHOWN}")
     args = parser.parse_args(argv)
     try:
         data = load_task_data(args.task, data_dir=args.data_dir, seed=args.seed, model_dir=args.model_dir)
@@ -305,10 +377,15 @@ def main(argv=None):
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    hist = class_histogram(data.partition_labels, shards, data.num_classes)
+    stats = partition_stats(data.partition_labels, shards, data.num_classes)
     print(f"task={args.task} nodes={args.nodes} partition={args.partition} alpha={args.alpha} seed={args.seed} "
-          f"shard_size={len(shards[0])}")
-    print(format_histogram(class_histogram(data.partition_labels, shards, data.num_classes)))
-
+          f"shard_size={len(shards[0])} | mean over shards: top class {stats['max_class_fraction']:.3f}, "
+          f"classes with >=5% {stats['classes_over_5pct']:.2f}, KL from uniform {stats['kl_from_uniform']:.3f}")
+    shown = len(hist) if args.all_nodes else min(len(hist), CLI_NODES_SHOWN)
+    print(format_histogram(hist[:shown]))
+    if shown < len(hist):
+        print(f"... {len(hist) - shown} more nodes (--all-nodes shows them)")
 
 if __name__ == "__main__":
     main()

@@ -34,7 +34,8 @@ import algorithms
 import checkpoint
 import models
 import protocols
-from events import PROGRESS_HEADER, EventLog, progress_line, write_final_summary, write_summary
+from events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
+                    write_summary)
 
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS, TAG_EVAL = range(1, 9)
 HEADER_WORDS = 3       # walk messages: (walk_id, visits done, hops made); exchange messages: unused
@@ -127,13 +128,13 @@ class Progress:
         self.request, self.last_sent = None, 0.0
         self.outgoing = np.zeros(4, dtype=np.int64)
         self.incoming = np.zeros(4, dtype=np.int64)
-        self.reported_evals = []       # rank 0: (loss, accuracy, node) that other nodes measured, to record
-        self.evals, self.eval_requests = [], []  # other ranks: (loss, accuracy) to report, and their sends
-        self.eval_incoming = np.zeros(2, dtype=np.float64)
+        self.reported_evals = []       # rank 0: (metrics, node) that other nodes measured, to record
+        self.evals, self.eval_requests = [], []  # other ranks: metrics to report, and their sends
+        self.eval_incoming = np.zeros(len(EVAL_METRICS), dtype=np.float64)
 
-    def post_eval(self, loss, accuracy):
+    def post_eval(self, metrics):
         """Compute thread of a node that evaluates in rank 0's place; the communication thread sends it."""
-        self.evals.append((loss, accuracy))
+        self.evals.append([metrics[key] for key in EVAL_METRICS])
 
     def send_evals(self):
         self.eval_requests = [(r, b) for r, b in self.eval_requests if not r.Test()]
@@ -157,7 +158,7 @@ class Progress:
                 busy = True
             while self.comm.Iprobe(MPI.ANY_SOURCE, TAG_EVAL, status):
                 self.comm.Recv(self.eval_incoming, status.Get_source(), TAG_EVAL)
-                self.reported_evals.append((*self.eval_incoming.tolist(), status.Get_source()))
+                self.reported_evals.append((dict(zip(EVAL_METRICS, self.eval_incoming.tolist())), status.Get_source()))
                 busy = True
             if final:
                 self.finished.add(0)
@@ -234,7 +235,7 @@ class Evaluator:
         return max(0.0, self.next_time - self.clock())
 
     def measure(self, params, buffers=None):
-        """(loss, accuracy) of the flat parameters `params`, with the node's BatchNorm statistics
+        """The EVAL_METRICS of the flat parameters `params`, with the node's BatchNorm statistics
         (or `buffers`, a snapshot of them)."""
         if buffers is not None:
             for name, buffer in self.model.named_buffers():
@@ -248,7 +249,7 @@ class Evaluator:
         due makes the next one wait for the following interval."""
         self.next_time = self.clock() + self.cfg["eval_interval"]
         if not self.cfg["concurrent_eval"]:
-            self.report(*self.measure(params))
+            self.report(self.measure(params))
         elif self.idle.is_set():
             self.idle.clear()
             self.snapshot = (params, {name: b.detach().clone() for name, b in self.node.model.named_buffers()})
@@ -261,31 +262,28 @@ class Evaluator:
             params, buffers = self.snapshot
             with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
                 result = self.measure(params, buffers)
-            self.report(*result)
+            self.report(result)
             self.idle.set()
 
     def drain(self):
         """Wait for a running evaluation to be recorded (before the final one)."""
         self.idle.wait()
 
-    def report(self, loss, accuracy, model="node0"):
+    def report(self, metrics):
         if self.node.node_id == 0:
-            self.record(loss, accuracy, model=model)
+            self.record(metrics)
         else:
-            self.progress.post_eval(loss, accuracy)
+            self.progress.post_eval(metrics)
 
-    def record(self, loss, accuracy, node=0, model="node0", quiet=False):
+    def record(self, metrics, node=0, model="node0"):
         """Rank 0 only."""
         iterations, transfers, nbytes = (int(v) for v in self.progress.totals())
-        where = dict(node=node) if node else {}
-        self.log.write("eval", model=model, test_loss=loss, test_accuracy=accuracy,
-                       iterations_seen=iterations, bytes_seen=nbytes, **where)
-        if not quiet:
-            print(progress_line(self.clock(), iterations, nbytes, loss, accuracy, model, node), flush=True)
+        record_eval(self.log, metrics, iterations, nbytes, model, node)
+        print(progress_line(self.clock(), iterations, nbytes, metrics, model, node), flush=True)
         # a job killed from here on still leaves a readable summary, marked incomplete
         write_summary(self.cfg["out"], self.cfg, self.progress.size, wall_time_s=self.clock(), iterations=iterations,
-                      transfers=transfers, bytes_sent=nbytes, last_test_accuracy=accuracy, last_test_loss=loss,
-                      complete=False)
+                      transfers=transfers, bytes_sent=nbytes, complete=False,
+                      **{f"last_{key}": value for key, value in metrics.items()})
 
 
 # -----------------------------------------------------------------------------
@@ -323,8 +321,8 @@ class Rank:
         """The communication thread's chores between messages: progress counters, evaluations
         measured elsewhere, failure events. Returns True if it did something."""
         busy = self.progress.poll()
-        for loss, accuracy, node in self.progress.reported_evals:
-            self.evaluator.record(loss, accuracy, node=node)
+        for metrics, node in self.progress.reported_evals:
+            self.evaluator.record(metrics, node=node)
         self.progress.reported_evals.clear()
         with self.lock:
             failed = self.protocol.failures.passed(self.clock(), self.log)
@@ -639,16 +637,15 @@ def train(comm, cfg, run):
         final = evaluator.measure(final_model)
         if cfg["save_models"]:
             torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
-    loss, accuracy = comm.bcast(final, root=holder)
+    final = comm.bcast(final, root=holder)
     counters = comm.gather(dict(log.counters), root=0)
     if rank_id == 0:
-        average_accuracy = None
+        average = None
         if network_average is not None:
-            average_loss, average_accuracy = evaluator.measure(network_average)
-            evaluator.record(average_loss, average_accuracy, model="network_average")
-        evaluator.record(loss, accuracy, node=holder)
-        write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, accuracy, loss,
-                            average_accuracy, active_nodes=run["gossip"][1] if run["gossip"] else None,
-                            evaluated_node=holder)
+            average = evaluator.measure(network_average)
+            evaluator.record(average, model="network_average")
+        evaluator.record(final, node=holder)
+        write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, final, average,
+                            active_nodes=run["gossip"][1] if run["gossip"] else None, evaluated_node=holder)
     log.close()
     polite_barrier(comm)

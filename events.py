@@ -5,6 +5,7 @@ Real runs and the simulator both write through it; plots and reports read it bac
 """
 import glob
 import json
+import math
 import os
 import threading
 
@@ -27,7 +28,12 @@ class EventLog:
 
     def write(self, kind, **fields):
         with self.lock:
-            self.file.write(json.dumps({"t": round(self.clock(), 6), "type": kind, **fields}) + "\n")
+            event = {"t": round(self.clock(), 6), "type": kind, **fields}
+            try:
+                line = json.dumps(event, allow_nan=False)
+            except ValueError:  # a NaN or infinity somewhere (rare): made null, not written as bare NaN
+                line = json.dumps(strict_json(event), allow_nan=False)
+            self.file.write(line + "\n")
 
     def update(self, duration, **fields):
         """One local update (tau SGD steps) finished."""
@@ -71,20 +77,39 @@ class EventLog:
         self.file.close()
 
 
-PROGRESS_HEADER = "     time | iterations |    sent MB | test loss | test acc"
+EVAL_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # algorithms.make_evaluate's keys
+PROGRESS_HEADER = "     time | iterations |    sent MB | train loss | train acc | test loss | test acc"
 
 
-def progress_line(t, iterations, nbytes, loss, accuracy, model="node0", node=0):
+def progress_line(t, iterations, nbytes, metrics, model="node0", node=0):
     """One progress line under PROGRESS_HEADER, for real and simulated runs alike."""
-    return (f"{t:8.1f}s | {iterations:10d} | {nbytes / 1e6:10.1f} | {loss:9.4f} | {accuracy:8.4f}"
+    return (f"{t:8.1f}s | {iterations:10d} | {nbytes / 1e6:10.1f} | {metrics['train_loss']:10.4f} | "
+            f"{metrics['train_accuracy']:9.4f} | {metrics['test_loss']:9.4f} | {metrics['test_accuracy']:8.4f}"
             + ("" if model == "node0" else f" ({model})") + (f" (node {node})" if node else ""))
+
+
+def record_eval(log, metrics, iterations, nbytes, model="node0", node=0):
+    """The eval event: the model's EVAL_METRICS, and the network's iterations and bytes when it was taken."""
+    log.write("eval", model=model, **metrics, iterations_seen=iterations, bytes_seen=nbytes,
+              **(dict(node=node) if node else {}))
+
+
+def strict_json(obj):
+    """obj with every NaN or infinity as null: JSON has no such numbers, and strict readers reject them."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(value) for value in obj]
+    return obj
 
 
 def write_json_atomically(path, obj):
     """Readers see the old file or the new one, never half of one (a crash may come at any time)."""
     tmp = f"{path}.{threading.get_ident()}.tmp"  # rank 0's two threads may both write the summary
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(strict_json(obj), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
 
 
@@ -97,21 +122,23 @@ def write_summary(out_dir, cfg, nodes, **fields):
     return summary
 
 
-def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_test_accuracy, final_test_loss,
-                        network_average_test_accuracy=None, active_nodes=None, **extra):
-    """The summary of a finished run, from every node's counters; the MPI engine and the simulator share it."""
+def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_metrics, network_average=None,
+                        active_nodes=None, **extra):
+    """The summary of a finished run, from every node's counters and the final model's EVAL_METRICS
+    (and the gossip network average's); the MPI engine and the simulator share it."""
     totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
     if active_nodes is not None:  # gossip: how often the active nodes exchanged, per local update (FIDELITY.md)
         active_updates = sum(counters[v]["iterations"] for v in active_nodes)
         extra.update(exchanges_per_update=totals["exchanges"] / max(totals["iterations"], 1),
                      exchanges_per_active_update=totals["exchanges"] / max(active_updates, 1),
                      gossip_interval=cfg["gossip_interval"], gossip_coupling=cfg["gossip_coupling"])
+    final = {f"final_{key}": value for key, value in final_metrics.items()}
+    if network_average is not None:
+        final.update({f"network_average_{key}": value for key, value in network_average.items()})
     summary = write_summary(out_dir, cfg, len(counters), backend=backend, model_bytes=model_bytes,
-                            wall_time_s=wall_time, final_test_accuracy=final_test_accuracy,
-                            final_test_loss=final_test_loss, **totals,
-                            network_average_test_accuracy=network_average_test_accuracy, complete=True, **extra)
+                            wall_time_s=wall_time, **final, **totals, complete=True, **extra)
     print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
-          f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_test_accuracy:.4f}", flush=True)
+          f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_metrics['test_accuracy']:.4f}", flush=True)
     return summary
 
 

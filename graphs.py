@@ -19,6 +19,7 @@ import networkx as nx
 import numpy as np
 
 GENERATED_GRAPHS = ("cycle", "complete", "er")
+PAPER_VERSIONS = ("v1", "v2")  # the paper's arXiv versions; the last is the current one
 MAX_ER_DRAWS = 1000  # redraws of G(n, p) before we call p too small to be connected
 
 
@@ -164,13 +165,22 @@ def _cut_graph(G, active):
     B.add_edges_from((u, v) for u, v in G.edges if (u in active) != (v in active))
     return B
 
-def gossip_graph(G, name):
+def paper_gossip_file(name, paper_version="v2"):
+    """The authors' bipartite file for the graph file `name`: bipartite_<name> beside it, or for
+    paper_version v1 the one in its v1/ folder where the split changed (only ER's: v2 added 2-11)."""
+    folder, base = os.path.dirname(name), "bipartite_" + os.path.basename(name)
+    if paper_version not in PAPER_VERSIONS:
+        raise GraphError(f"paper_version {paper_version!r} is not one of {', '.join(PAPER_VERSIONS)}")
+    older = os.path.join(folder, paper_version, base)
+    return older if paper_version != PAPER_VERSIONS[-1] and os.path.isfile(older) else os.path.join(folder, base)
+
+def gossip_graph(G, name, paper_version="v2"):
     """The bipartite graph gossip runs on and its sorted active nodes: the file's "top_nodes" for the
-    paper's bipartite files, otherwise the side holding node 0."""
+    paper's bipartite files (as of paper_version), otherwise the side holding node 0."""
     V = G.number_of_nodes()
-    paper_file = os.path.join(os.path.dirname(name), "bipartite_" + os.path.basename(name))
+    paper_file = paper_gossip_file(name, paper_version)
     if _is_json_path(name) and os.path.isfile(paper_file):
-        # the authors' own split, taken as given (their ER one even has an edge, 2-11, outside the graph)
+        # the authors' own split, taken as given (their v2 ER one even has an edge, 2-11, outside the graph)
         source = paper_file
         B = _read_edge_list(paper_file)
         if B.number_of_nodes() != V:
@@ -252,6 +262,7 @@ def main(argv=None):
     parser.add_argument("--er-p", type=float, default=0.3, help="edge probability of the er graph")
     parser.add_argument("--seed", type=int, default=0, help="seed of the er graph")
     parser.add_argument("--laziness", type=float, default=0.0, help="stay probability of the MH walk")
+    parser.add_argument("--paper-version", default="v2", help="v1 or v2: the authors' gossip split of a paper graph")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     try:
@@ -264,7 +275,7 @@ def main(argv=None):
         else:
             raise GraphError(f"graph {args.graph!r} is not one of cycle, complete, er, or a JSON edge-list file")
         stats = {"graph": args.graph, **graph_stats(G, args.laziness)}
-        B, active = gossip_graph(G, args.graph)
+        B, active = gossip_graph(G, args.graph, args.paper_version)
     except GraphError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -60,10 +60,17 @@ config = dict(
     latency=1e-4,             # seconds per transfer
     emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies);
     emulate_compute=0.0,     #   real runs: a local update is a sleep of this many seconds (the simulator: compute_time_*)
+    # fidelity switches (FIDELITY.md): the authors' behaviour by default, the cleaner variant on request
+    warmup_start="zero",     # zero: LR warm-up from 0, lr * min(t / W, 1), as the authors | tenth: from lr/10
+    weight_decay_scope="authors",  # authors: no decay of in-block BatchNorm weights/biases | all: decay everything
+    paper_version="v2",      # v1 | v2: the authors' gossip split of the paper's ER graph (v2 adds the pair 2-11)
+    mnli_style="authors",    # authors: text ends "<|endoftext|>", loss over padding too | masked: eos, padding masked
+    bn_recalibrate=0,        # > 0: evaluate a copy whose BatchNorm statistics are recomputed on this many node batches
+    eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
 )
 
 ALGORITHMS = ("mw", "gossip")
-PARTITIONS = ("iid", "dirichlet")
+PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")
 GOSSIP_MODES = ("free", "per_update")
 GOSSIP_COUPLINGS = ("authors", "immediate")
 DEVICES = ("auto", "cpu", "cuda")
@@ -222,6 +229,17 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"failure_times must increase (the i-th time fails node i), got {cfg['failure_times']}")
     if cfg["checkpoint_every"] < 0:
         raise ConfigError(f"checkpoint_every must be >= 0, got {cfg['checkpoint_every']}")
+    # fidelity switches (FIDELITY.md)
+    _one_of(cfg, "warmup_start", ("zero", "tenth"))
+    _one_of(cfg, "weight_decay_scope", ("authors", "all"))
+    _one_of(cfg, "paper_version", ("v1", "v2"))
+    _one_of(cfg, "mnli_style", ("authors", "masked"))
+    for key in ("bn_recalibrate", "eval_train_samples"):
+        if cfg[key] < 0:
+            raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
+    if cfg["bn_recalibrate"] and (cfg["task"] != "cifar10" or cfg["emulate_params"]):
+        raise ConfigError(f"bn_recalibrate {cfg['bn_recalibrate']} needs a model with BatchNorm: task cifar10 "
+                          f"without emulate_params")
     if check_paths:
         if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
             raise ConfigError(f"graph file {cfg['graph']} does not exist")
@@ -246,11 +264,12 @@ def build_run(cfg, num_nodes):
         raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
                           f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
-    gossip = graphs.gossip_graph(graph, cfg["graph"]) if cfg["algorithm"] == "gossip" else None
+    gossip = graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"]) if cfg["algorithm"] == "gossip" else None
     task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
                                     synthetic_samples=cfg["synthetic_samples"],
                                     synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"], model_dir=cfg["model_dir"])
+                                    synthetic_classes=cfg["synthetic_classes"], model_dir=cfg["model_dir"],
+                                    mnli_style=cfg["mnli_style"])
     if cfg["eval_samples"]:
         task_data = data.subset_test_split(task_data, cfg["eval_samples"], cfg["seed"])
     shards = data.partition_indices(task_data.partition_labels, num_nodes, cfg["partition"], cfg["alpha"], cfg["seed"])

@@ -4,9 +4,11 @@ OPT checkpoint (e.g. facebook/opt-125m saved with save_pretrained), fully offlin
 
 Every example becomes one text, tokenized by the checkpoint's own tokenizer,
 truncated to max_length (128) tokens and right-padded:
-    "mnli hypothesis: H premise: P target: LABEL</s>"
-- loss: next-token cross-entropy averaged over every non-padding token; padding
-  gets label IGNORE (-100), which the loss skips.
+    "mnli hypothesis: H premise: P target: LABEL<|endoftext|>"   (style "authors", as their code)
+    "mnli hypothesis: H premise: P target: LABEL</s>"              (style "masked": the tokenizer's eos)
+- loss: next-token cross-entropy averaged over every position of the batch padded to
+  its longest row, padding included (style "authors"), or over every non-padding token
+  (style "masked"). Padding gets label IGNORE (-100) either way, which marks it.
 - label accuracy: after the prompt "... target:", score each of the three label
   words by its summed log-likelihood and take the argmax.
 - non-iid split: over genres (partition_labels are genre ids).
@@ -41,6 +43,8 @@ LABEL_WORDS = ("entailment", "neutral", "contradiction")  # label ids 0, 1, 2, a
 IGNORE = -100  # the label of a padding position: cross_entropy's ignore_index
 JSONL_FILES = ("multinli_1.0_train.jsonl", "multinli_1.0_dev_matched.jsonl")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+STYLES = ("authors", "masked")  # text end and loss: the authors' (literal end, padding scored) | eos, padding masked
+AUTHORS_END_TEXT = "<|endoftext|>"  # the authors' texts end with this string, whatever the tokenizer's eos
 TOKENIZE_CHUNK = 4096  # texts per tokenizer call: bounds the Python lists of 393k tokenized rows
 
 
@@ -60,8 +64,8 @@ def prompt_text(premise, hypothesis):
     return f"mnli hypothesis: {hypothesis} premise: {premise} target:"
 
 
-def example_text(premise, hypothesis, label, eos_token):
-    return f"{prompt_text(premise, hypothesis)} {LABEL_WORDS[label]}{eos_token}"
+def example_text(premise, hypothesis, label, end_text):
+    return f"{prompt_text(premise, hypothesis)} {LABEL_WORDS[label]}{end_text}"
 
 
 def find_jsonl_dir(data_dir):
@@ -159,7 +163,7 @@ def load_tokenizer(model_dir):
     if len(tokenizer) > vocab_size:
         raise DataError(f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model only {vocab_size}")
     if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token  # padding is masked by its IGNORE label, so any id will do
+        tokenizer.pad_token = tokenizer.eos_token  # OPT has <pad>; a tokenizer without one pads with eos
     return tokenizer
 
 
@@ -202,13 +206,17 @@ def label_choices(tokenizer, premises, hypotheses, max_length):
     return ids, targets
 
 
-def load_mnli(data_dir, model_dir, max_length=128):
-    """MultiNLI tokenized for the OPT checkpoint in model_dir, as MnliData."""
+def load_mnli(data_dir, model_dir, max_length=128, style="masked"):
+    """MultiNLI tokenized for the OPT checkpoint in model_dir, as MnliData. Each text ends with the
+    literal string AUTHORS_END_TEXT (style "authors", as their code writes it) or with the
+    tokenizer's eos token (style "masked")."""
+    if style not in STYLES:
+        raise DataError(f"mnli style {style!r} is not one of {', '.join(STYLES)}")
     train, test = read_mnli(data_dir)
     tokenizer = load_tokenizer(model_dir)
-    eos = tokenizer.eos_token
-    train_x, train_y = tokenize(tokenizer, [example_text(*row[:3], eos) for row in zip(*train)], max_length)
-    test_x, test_y = tokenize(tokenizer, [example_text(*row[:3], eos) for row in zip(*test)], max_length)
+    end = AUTHORS_END_TEXT if style == "authors" else tokenizer.eos_token
+    train_x, train_y = tokenize(tokenizer, [example_text(*row[:3], end) for row in zip(*train)], max_length)
+    test_x, test_y = tokenize(tokenizer, [example_text(*row[:3], end) for row in zip(*test)], max_length)
     choice_ids, choice_targets = label_choices(tokenizer, test[0], test[1], max_length)
     genres = tuple(sorted(set(train[3])))
     return MnliData(train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y, num_classes=len(LABEL_WORDS),
@@ -232,43 +240,84 @@ def load_model(model_dir):
     return model.float()
 
 
-def summed_nll(model, input_ids, labels):
-    """Next-token cross-entropy per sequence, summed over the positions whose label is not
-    IGNORE: ((batch,) sums, number of tokens). Padding is on the right, so the columns after
-    the batch's last real token are cut (the loss is unchanged, short batches run faster)
-    and no attention mask is needed: under causal attention no real token sees them."""
-    scored = (labels != IGNORE).any(0).nonzero()
+def summed_nll(model, input_ids, labels, include_padding=False):
+    """Next-token cross-entropy per sequence: ((batch,) sums, number of scored positions).
+    Padding is on the right, so the columns after the batch's last real token are cut: every
+    batch is padded to its own longest row, as a tokenizer padding each batch would.
+    - include_padding False: only positions whose label is not IGNORE are scored, and no
+      attention mask is needed (under causal attention no real token sees the padding).
+    - include_padding True, the authors' loss: every position of the cut batch predicts the next
+      id, padding ids included, with the attention mask their tokenizer passes."""
+    real = labels != IGNORE
+    scored = real.any(0).nonzero()
     width = int(scored.max()) + 1 if len(scored) else 1
-    logits = model(input_ids=input_ids[:, :width], use_cache=False).logits
-    targets = F.pad(labels[:, 1:width], (0, 1), value=IGNORE)  # position t predicts token t + 1
+    if include_padding:
+        logits = model(input_ids=input_ids[:, :width], attention_mask=real[:, :width].long(), use_cache=False).logits
+        targets = F.pad(input_ids[:, 1:width], (0, 1), value=IGNORE)  # the last position predicts nothing
+    else:
+        logits = model(input_ids=input_ids[:, :width], use_cache=False).logits
+        targets = F.pad(labels[:, 1:width], (0, 1), value=IGNORE)  # position t predicts token t + 1
     nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="none")
     return nll.view_as(targets).sum(1), int((targets != IGNORE).sum())
 
 
 def lm_loss(model, input_ids, labels):
-    """Mean next-token cross-entropy over a batch's non-padding tokens (Node.loss_fn)."""
+    """Mean next-token cross-entropy over a batch's non-padding tokens (Node.loss_fn, mnli_style masked)."""
     total, tokens = summed_nll(model, input_ids, labels)
     return total.sum() / max(tokens, 1)
 
 
+def lm_loss_with_padding(model, input_ids, labels):
+    """The authors' loss (Node.loss_fn, mnli_style authors): mean next-token cross-entropy over
+    every position of the batch padded to its longest row, padding positions included."""
+    total, positions = summed_nll(model, input_ids, labels, include_padding=True)
+    return total.sum() / max(positions, 1)
+
+
+def batch_lm_loss(model, input_ids, labels, include_padding):
+    """(loss, weight) of one evaluation batch, to be summed: per real token, or (include_padding)
+    the authors' batch mean weighted by the batch's number of examples."""
+    total, count = summed_nll(model, input_ids, labels, include_padding)
+    if include_padding:
+        return total.sum().item() / max(count, 1) * len(input_ids), len(input_ids)
+    return total.sum().item(), count
+
+
 @torch.no_grad()
-def evaluate_mnli(model, task, batch_size=32):
-    """(test LM loss per non-padding token, label accuracy) of `model` on task.test_*, in eval mode."""
+def evaluate_lm_loss(model, input_ids, labels, include_padding=False, batch_size=32):
+    """LM loss of `model` on (input_ids, labels) in eval mode, as batch_lm_loss weighs it."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loss_sum, tokens, correct = 0.0, 0, 0
+    loss_sum, weight = 0.0, 0
+    for start in range(0, len(input_ids), batch_size):
+        batch = slice(start, start + batch_size)
+        loss, count = batch_lm_loss(model, input_ids[batch].to(device), labels[batch].to(device), include_padding)
+        loss_sum, weight = loss_sum + loss, weight + count
+    model.train(was_training)
+    return loss_sum / max(weight, 1)
+
+
+@torch.no_grad()
+def evaluate_mnli(model, task, include_padding=False, batch_size=32):
+    """(test LM loss, label accuracy) of `model` on task.test_*, in eval mode. The loss is per
+    non-padding token, or with include_padding the authors' mean over padded batches."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, weight, correct = 0.0, 0, 0
     for start in range(0, len(task.test_x), batch_size):
         batch = slice(start, start + batch_size)
-        total, count = summed_nll(model, task.test_x[batch].to(device), task.test_y[batch].to(device))
-        loss_sum, tokens = loss_sum + total.sum().item(), tokens + count
+        loss, count = batch_lm_loss(model, task.test_x[batch].to(device), task.test_y[batch].to(device),
+                                    include_padding)
+        loss_sum, weight = loss_sum + loss, weight + count
         choices = task.test_choice_ids[batch]
         choice_nll, _ = summed_nll(model, choices.flatten(0, 1).to(device),
                                    task.test_choice_targets[batch].flatten(0, 1).to(device))
         predicted = choice_nll.view(len(choices), len(LABEL_WORDS)).argmin(1).cpu()
         correct += int((predicted == task.test_label[batch]).sum())
     model.train(was_training)
-    return loss_sum / max(tokens, 1), correct / len(task.test_x)
+    return loss_sum / max(weight, 1), correct / len(task.test_x)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -278,9 +327,10 @@ def main(argv=None):
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--style", default="authors", help=f"one of {', '.join(STYLES)}")
     args = parser.parse_args(argv)
     try:
-        task = load_mnli(args.data_dir, args.model_dir, args.max_length)
+        task = load_mnli(args.data_dir, args.model_dir, args.max_length, args.style)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -10,6 +10,9 @@ Models and the one flat-parameter view that every algorithm sends over the wire.
   yields it once, so it travels once.
 """
 
+import copy
+import re
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -168,3 +171,39 @@ def evaluate(model, x, y, batch_size=1000):
         correct += (logits.argmax(1) == by).sum().item()
     model.train(was_training)
     return loss_sum / len(x), correct / len(x)
+
+
+# the authors exempt from weight decay the BatchNorm weights and biases inside residual blocks
+# (their names: layerK.J.bn1 / bn2; here blocks.J.bn1 / bn2); the stem BatchNorm ("bn", no dot
+# before it), the shortcut BatchNorm ("shortcut.1") and the classifier are decayed
+IN_BLOCK_BATCHNORM = re.compile(r".*\.bn\d+\.(weight|bias)$")
+
+
+def weight_decay_groups(model, weight_decay, scope):
+    """Optimizer parameter groups: scope "authors" leaves the in-block BatchNorm parameters
+    undecayed, scope "all" decays every parameter. An empty group is left out."""
+    if scope == "all":
+        return [dict(params=list(model.parameters()), weight_decay=weight_decay)]
+    decayed, exempt = [], []
+    for name, param in model.named_parameters():
+        (exempt if IN_BLOCK_BATCHNORM.match(name) else decayed).append(param)
+    groups = [dict(params=decayed, weight_decay=weight_decay), dict(params=exempt, weight_decay=0.0)]
+    return [group for group in groups if group["params"]]
+
+
+@torch.no_grad()
+def recalibrated_batchnorm(model, batches, num_batches):
+    """A copy of `model` whose BatchNorm running statistics are recomputed from scratch as the
+    plain average over `num_batches` batches of `batches` (a ShardBatches); `model` itself,
+    whose statistics training keeps updating, is left untouched."""
+    recalibrated = copy.deepcopy(model)
+    norms = [m for m in recalibrated.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a cumulative average over the batches seen
+    recalibrated.train()
+    device = next(recalibrated.parameters()).device
+    for _ in range(num_batches):
+        bx, _ = batches.next_batch()
+        recalibrated(bx.to(device))
+    return recalibrated.eval()

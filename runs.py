@@ -12,11 +12,11 @@ import sys
 
 import numpy as np
 
-from events import read_events
+from events import EVAL_METRICS, read_events
 
 # What an eval event may carry; older runs log the test pair only. "Reaching" a target
 # means >= for accuracies and <= for losses.
-METRICS = ("test_accuracy", "test_loss", "train_accuracy", "train_loss")
+METRICS = EVAL_METRICS  # what an eval event carries and a claim can target
 # CPU ranks share few cores: one BLAS/OpenMP thread per rank, whoever launches them
 THREAD_ENV = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 

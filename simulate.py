@@ -34,7 +34,7 @@ import algorithms
 import main
 import models
 import protocols
-from events import PROGRESS_HEADER, EventLog, progress_line, write_final_summary
+from events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
 
 class VirtualClock:
@@ -255,18 +255,17 @@ def simulate(cfg, run, verbose=True):
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
 
     def evaluate(v, params, model="node0"):
-        """Test loss and accuracy of `params` at node v, logged at node 0 like the engine's Evaluator."""
+        """The EVAL_METRICS of `params` at node v, logged at node 0 like the engine's Evaluator."""
         if v not in measures:
             measures[v] = algorithms.make_evaluate(cfg, run, nodes[v])
         models.load_flat_params(nodes[v].model, params)
-        loss, accuracy = measures[v](nodes[v].model)
+        metrics = measures[v](nodes[v].model)
         iterations = sum(log.counters["iterations"] for log in logs)
         nbytes = sum(log.counters["bytes_sent"] for log in logs)
-        logs[0].write("eval", model=model, test_loss=loss, test_accuracy=accuracy, iterations_seen=iterations,
-                      bytes_seen=nbytes, **(dict(node=v) if v else {}))
+        record_eval(logs[0], metrics, iterations, nbytes, model, v)
         if verbose:
-            print(progress_line(clock.now, iterations, nbytes, loss, accuracy, model, v), flush=True)
-        return loss, accuracy
+            print(progress_line(clock.now, iterations, nbytes, metrics, model, v), flush=True)
+        return metrics
 
     def evaluate_now():
         for v, protocol in enumerate(net.protocols):
@@ -279,16 +278,16 @@ def simulate(cfg, run, verbose=True):
     if verbose:
         print(PROGRESS_HEADER, flush=True)
     clock.run(evaluate_now, cfg["eval_interval"])
-    average_accuracy, alive = None, list(range(num_nodes))
+    average = None
     if net.protocols[0].kind == "gossip":  # over the live nodes, as the engine's
         alive = [v for v, protocol in enumerate(net.protocols) if not protocol.failed(clock.now)]
         network_average = torch.stack([net.protocols[v].live for v in alive]).mean(dim=0)
-        average_accuracy = evaluate(alive[0], network_average, model="network_average")[1]
+        average = evaluate(alive[0], network_average, model="network_average")
         holder = alive[0]
     else:  # the last node that held the aggregator role
         holder = max(v for v, protocol in enumerate(net.protocols) if protocol.final_model() is not None)
     final_model = net.protocols[holder].final_model()
-    loss, accuracy = evaluate(holder, final_model)
+    final = evaluate(holder, final_model)
     if cfg["save_models"]:
         for protocol in net.protocols:
             for walk_id, params in getattr(protocol, "final_walks", {}).items():
@@ -299,7 +298,7 @@ def simulate(cfg, run, verbose=True):
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
     return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
-                               accuracy, loss, average_accuracy, active_nodes=run["gossip"][1] if run["gossip"] else None,
+                               final, average, active_nodes=run["gossip"][1] if run["gossip"] else None,
                                evaluated_node=holder)
 
 

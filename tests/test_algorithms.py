@@ -49,7 +49,7 @@ def test_apply_delta_adds_the_stale_update():
 
 
 def test_lr_schedule_on_wall_clock():
-    cfg = dict(main.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9])
+    cfg = dict(main.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9], warmup_start="tenth")
     assert algorithms.lr_at(0.0, cfg) == pytest.approx(0.01)
     assert algorithms.lr_at(5.0, cfg) == pytest.approx(0.055)
     assert algorithms.lr_at(50.0, cfg) == pytest.approx(0.1)
