@@ -79,7 +79,7 @@ def test_target_metric_direction_censoring_and_missing_metric():
     assert claims.to_target(r, "iterations", "test_accuracy", 0.9) == (300.0, False)
     assert claims.to_target(r, "bytes", "test_loss", 0.1) == (30000.0, False)  # a loss reaches downwards
     assert claims.to_target(run(), "iterations", "test_accuracy", 0.9) == (1000.0, True)
-    with pytest.raises(ValueError, match="logs no train_accuracy in its eval events .it logs test_accuracy, test_loss"):
+    with pytest.raises(ValueError, match="logs no train_accuracy in its eval events .it logs test_loss, test_accuracy"):
         claims.to_target(r, "iterations", "train_accuracy", 0.9)
     with pytest.raises(ValueError, match="unknown metric"):
         claims.check_metric("accuracy")
