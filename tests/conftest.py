@@ -9,10 +9,14 @@ import mpirun
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_main(num_ranks, args, timeout=120, script="main.py"):
-    """`mpirun -n K python main.py ARGS`, to the end; a hang fails the test instead of blocking it."""
+def run_main(num_ranks, args, timeout=120, script="main.py", pythonpath=None):
+    """`mpirun -n K python main.py ARGS`, to the end; a hang fails the test instead of blocking it.
+    `pythonpath`: a folder searched before the installed packages."""
+    env = mpirun.environment()
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
     return subprocess.run(mpirun.command(num_ranks, script, args), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=mpirun.environment())
+                          timeout=timeout, env=env)
 
 
 def start_main(num_ranks, args, script="main.py"):
