@@ -16,7 +16,6 @@ import sys
 import time
 
 from config import config  # the run's global config: every key is a flag (python main.py --help)
-from config import ConfigError, parse_config
 import run_folder
 from agreement import all_agree, first_line, polite_barrier
 
@@ -40,6 +39,7 @@ def claim_out(cfg, rank):
 
 
 def main(argv):
+    from config import ConfigError, parse_config  # here, not at the top: other code imports them from config
     error, cfg, out_lock = None, None, None
     try:
         cfg = parse_config(argv)  # before MPI: --help prints and exits here, without mpirun too
@@ -79,7 +79,8 @@ def main(argv):
     distributed_training.train(comm, cfg, run)
     if comm.Get_rank() == 0:
         print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
-    out_lock and out_lock.close()
+    if out_lock:
+        out_lock.close()  # the folder is free for the next run
     return 0
 
 

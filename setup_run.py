@@ -55,9 +55,10 @@ def shard_classes_text(cfg, hist):
     """The per-node class histogram as a table, or one summary line when there are many nodes."""
     if len(hist) <= MAX_HISTOGRAM_NODES:
         return f"per-node shard classes:\n{data.format_histogram(hist)}"
-    held = (hist > 0).sum(axis=1)
-    top_share = hist.max(axis=1) / np.maximum(hist.sum(axis=1), 1)
-    return (f"shards: {len(hist)} nodes x {int(hist.sum(axis=1).min())}-{int(hist.sum(axis=1).max())} samples; "
+    held, sizes = (hist > 0).sum(axis=1), hist.sum(axis=1)
+    top_share = hist.max(axis=1) / np.maximum(sizes, 1)
+    size = f"{sizes.min()}" if sizes.min() == sizes.max() else f"{sizes.min()}-{sizes.max()}"  # equal shards (SEMANTICS.md §4): one number
+    return (f"shards: {len(hist)} nodes x {size} samples; "
             f"classes held per node {held.min()}-{held.max()} of {hist.shape[1]}; top class share "
             f"{top_share.min():.0%}-{top_share.max():.0%} (median {np.median(top_share):.0%}); "
             f"the table: python data.py --task {cfg['task']} --nodes {len(hist)} --partition {cfg['partition']} "

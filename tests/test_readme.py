@@ -58,3 +58,10 @@ def test_quick_command_runs(command):
     result = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_bare_pytest_collects_from_the_repository_root():
+    """`pytest` (not `python -m pytest`, which also puts the current folder on the path) finds the repo's modules."""
+    result = subprocess.run(["pytest", "--collect-only", "-q", "tests/test_setup_run.py"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
