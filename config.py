@@ -79,8 +79,7 @@ RANGES = dict(walks=">= 1", tau=">= 1", batch_size=">= 1", nodes=">= 0", max_ite
               seed=">= 0", emulate_params=">= 0", synthetic_samples=">= 1", synthetic_features=">= 1",
               synthetic_classes=">= 2", alpha="> 0", lr="(0, 10]", momentum="[0, 1)", weight_decay="[0, 1)",
               er_p="(0, 1]", laziness="[0, 1)", warmup_time=">= 0", train_time="> 0", eval_interval="> 0",
-              checkpoint_every=">= 0", compute_time_mean="> 0",
-              bandwidth="> 0", latency=">= 0", emulate_compute=">= 0")
+              checkpoint_every=">= 0", compute_time_mean="> 0", bandwidth="> 0", latency=">= 0", emulate_compute=">= 0")
 
 
 class ConfigError(ValueError):
@@ -91,10 +90,14 @@ def flag(key):
     return "--" + key.replace("_", "-")
 
 
+def _kind(key):
+    """The type of a key's values: its default's, float for each element of a list."""
+    return float if isinstance(config[key], list) else type(config[key])
+
+
 def _converter(key):
     """argparse `type` of a flag: the text parsed to the type of the key's default."""
-    default = config[key]
-    kind = float if isinstance(default, list) else type(default)
+    kind = _kind(key)
 
     def convert(text):
         if kind is bool:
@@ -137,25 +140,24 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser(prog="main.py"):
-    parser = _Parser(prog=prog, usage=f"%(prog)s [--flag value ...]", allow_abbrev=False, exit_on_error=False,
+    parser = _Parser(prog=prog, usage="%(prog)s [--flag value ...]", allow_abbrev=False, exit_on_error=False,
                      description="Every flag sets the config key of the same name (dashes for underscores).")
     comments = _flag_help()
     for key, default in config.items():
         text = f"{comments.get(key, '')} (default: {_shown(default)})".strip().replace("%", "%%")
-        kind = "bool" if isinstance(default, bool) else "float" if isinstance(default, list) else type(default).__name__
         parser.add_argument(flag(key), dest=key, type=_converter(key), nargs="*" if isinstance(default, list) else None,
-                            default=argparse.SUPPRESS, metavar=kind.upper(), help=text)
+                            default=argparse.SUPPRESS, metavar=_kind(key).__name__.upper(), help=text)
     return parser
 
 
-def _unknown(arg):
+def _unknown(arg, prog):
     if not arg.startswith("--"):
         return ConfigError(f"unexpected argument {arg!r}; flags look like --walks 4")
     name = arg[2:].partition("=")[0]
     flags = [flag(k)[2:] for k in config]
     close = difflib.get_close_matches(name, flags, n=1)
     allowed = f"did you mean --{close[0]}?" if close else "allowed: " + ", ".join("--" + f for f in flags)
-    return ConfigError(f"unknown flag --{name}; {allowed} (python main.py --help lists them all)")
+    return ConfigError(f"unknown flag --{name}; {allowed} (python {prog} --help lists them all)")
 
 
 def _check_type(key, value, where=""):
@@ -213,7 +215,7 @@ def parse_config(argv, check_paths=True, prog="main.py"):
         needs_value = e.message.startswith("expected")
         raise ConfigError(f"{e.argument_name} needs one value" if needs_value else f"{e.argument_name} {e.message}") from None
     if extra:
-        raise _unknown(extra[0])
+        raise _unknown(extra[0], prog)
     cfg = dict(config, **vars(given))
     if cfg["resume"]:
         cfg = resumed_config(cfg, vars(given))

@@ -22,7 +22,7 @@ from agreement import all_agree, first_line, polite_barrier
 STARTED = time.time()  # taken before the supervisor forks, so start-up lines count from the launch
 
 
-def say(comm, text):
+def print_start_line(comm, text):
     if comm.Get_rank() == 0:
         print(f"[start] {text} ({time.time() - STARTED:.1f} s)", flush=True)
 
@@ -54,7 +54,7 @@ def main(argv):
             error = first_line(e)
     if not all_agree(comm, error):
         return 2
-    say(comm, f"MPI up: {comm.Get_size()} ranks; flags and --out {cfg['out']} checked")
+    print_start_line(comm, f"MPI up: {comm.Get_size()} ranks; flags and --out {cfg['out']} checked")
     try:
         from setup_run import build_run, plan_text
         run = build_run(cfg, comm.Get_size())
@@ -66,7 +66,7 @@ def main(argv):
     if not all_agree(comm, error):
         return 2
     task_data = run["task_data"]
-    say(comm, f"data loaded: {cfg['task']}, {len(task_data.train_y)} train / {len(task_data.test_y)} test, "
+    print_start_line(comm, f"data loaded: {cfg['task']}, {len(task_data.train_y)} train / {len(task_data.test_y)} test, "
               f"graph {cfg['graph']}" + (", checkpoint read" if cfg["resume"] else ""))
     if comm.Get_rank() == 0:
         if cfg["overwrite"]:
