@@ -34,6 +34,7 @@ import algorithms
 import checkpoint
 import models
 import protocols
+from agreement import polite_barrier
 from events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
                     write_summary)
 
@@ -77,12 +78,6 @@ class Doorbell:
 
     def wait(self, timeout):
         self.lock.acquire(timeout=timeout)
-
-
-def polite_barrier(comm):
-    """A barrier that sleeps while it waits: MPI's blocking collectives spin, and a
-    spinning rank steals the core that a slower rank still needs to catch up."""
-    wait(comm.Ibarrier(), Backoff(high=0.01))
 
 
 class ModelBuffer:

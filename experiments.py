@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 
+import mpirun as mpirun_lib
 import runs as runs_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -89,13 +90,13 @@ def check_runs(runs, mpirun):
     Returns None or a one-line error."""
     import data
     import graphs
-    import main
+    import config
     if not shutil.which(shlex.split(mpirun)[0]):
         return f"{shlex.split(mpirun)[0]} is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
     checked = set()
     try:
         for run in runs:
-            cfg = main.parse_config(argv_of(run["flags"]))
+            cfg = config.parse_config(argv_of(run["flags"]))
             graph = (cfg["graph"], run["nodes"], cfg["er_p"], cfg["seed"] if cfg["graph"] == "er" else 0)
             task = (cfg["task"], cfg["data_dir"], cfg["seed"] if cfg["task"] == "synthetic" else 0)
             if graph not in checked:
@@ -116,11 +117,11 @@ def launch(run, out, preset, mpirun):
     """One mpirun; returns (exit code or 'timeout', seconds). launch.json records how it went."""
     shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
     os.makedirs(out)
-    command = runs_lib.mpirun_command(run["nodes"], MAIN, argv_of(run["flags"]) + ["--out", out], shlex.split(mpirun))
+    command = mpirun_lib.command(run["nodes"], MAIN, argv_of(run["flags"]) + ["--out", out], mpirun)
     timeout = run["flags"]["train_time"] + preset["startup_allowance"]
     load_before, started = os.getloadavg()[0], time.time()
     with open(os.path.join(out, "stdout.log"), "w") as stdout, open(os.path.join(out, "stderr.log"), "w") as stderr:
-        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=runs_lib.mpi_env(),
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=mpirun_lib.environment(),
                                    start_new_session=True)  # its own process group, so a hang can be killed whole
         try:
             code = process.wait(timeout=timeout)
@@ -132,7 +133,7 @@ def launch(run, out, preset, mpirun):
     with open(os.path.join(out, "launch.json"), "w") as f:
         json.dump(dict(command=" ".join(command), exit_code=code, seconds=round(seconds, 2), timeout_s=timeout,
                        load_before=load_before, load_after=os.getloadavg()[0], cores=len(os.sched_getaffinity(0)),
-                       env=runs_lib.THREAD_ENV), f, indent=2)
+                       env=mpirun_lib.THREAD_LIMITS), f, indent=2)
     return code, seconds
 
 

@@ -68,7 +68,8 @@ def run_flags(job, model_bytes):
             "--max-iterations", str(job["max_iterations"]), "--eval-interval", str(job["eval_interval"]),
             "--compute-time-dist", "exponential", "--compute-time-mean", str(COMPUTE_MEAN),
             "--bandwidth", str(model_bytes / TRANSFER_TIME), "--latency", "0", "--gossip-mode", "free",
-            "--skip-updates", str(job["kind"] == "timing").lower(), "--seed", str(job["seed"]), "--out", job["out"]]
+            # timing jobs run no SGD: a flat model of the MLP's size, so the bytes stay the same
+            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"]]
 
 
 def iteration_rate(job):
@@ -115,11 +116,12 @@ def run_job(job, model_bytes):
     """Simulate one job; returns its run as runs.read_run gives it, in JSON-ready form, plus its kind."""
     import torch
     torch.set_num_threads(1)  # one process per core, tiny models
-    import main
+    import config
+    import setup_run
     import simulate
     started = time.process_time()
-    cfg = main.parse_config(run_flags(job, model_bytes))
-    simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+    cfg = config.parse_config(run_flags(job, model_bytes), prog="large_v.py")
+    simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
     run = runs_lib.read_run(job["out"])
     return dict(run, kind=job["kind"], curve={k: v.tolist() for k, v in run["curve"].items()},
                 cpu_seconds=round(time.process_time() - started, 2))

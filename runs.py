@@ -18,7 +18,6 @@ from events import EVAL_METRICS, read_events
 # means >= for accuracies and <= for losses.
 METRICS = EVAL_METRICS  # what an eval event carries and a claim can target
 # CPU ranks share few cores: one BLAS/OpenMP thread per rank, whoever launches them
-THREAD_ENV = dict(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
 
 
 # -----------------------------------------------------------------------------
@@ -164,16 +163,6 @@ def group_runs(runs):
 
 # -----------------------------------------------------------------------------
 # launching ranks and recording what ran
-
-def mpirun_command(nodes, script, argv, launcher=("mpirun",)):
-    """`LAUNCHER -n NODES python SCRIPT ARGV` as an argv list; launcher is the launcher and its options."""
-    return [*launcher, "-n", str(nodes), sys.executable, script, *map(str, argv)]
-
-
-def mpi_env():
-    """The environment of launched ranks: this one, one thread per rank, output unbuffered (logs tail live)."""
-    return dict(os.environ, **THREAD_ENV, PYTHONUNBUFFERED="1")
-
 
 def software_versions():
     """Versions of what a run's numbers depend on, for its config.json: torch, numpy, mpi4py, the MPI

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 import algorithms
-import main
+import config
+import setup_run
 import models
 import protocols
 from events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
@@ -235,7 +236,7 @@ DRIVERS = dict(walks=WalkDriver, gossip=GossipDriver)
 # -----------------------------------------------------------------------------
 
 def simulate(cfg, run, verbose=True):
-    """One simulated run of cfg on run (main.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
+    """One simulated run of cfg on run (setup_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
     num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
@@ -245,7 +246,7 @@ def simulate(cfg, run, verbose=True):
     with open(os.path.join(cfg["out"], "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
     if verbose:
-        print(main.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
+        print(setup_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s", flush=True)
     nodes = [algorithms.make_node(cfg, run, v, device) for v in range(num_nodes)]
     clock = VirtualClock()
@@ -304,16 +305,16 @@ def simulate(cfg, run, verbose=True):
 
 def simulate_main(argv):
     try:
-        cfg = main.parse_config(argv)
+        cfg = config.parse_config(argv, prog="simulate.py")
         if not cfg["nodes"]:
-            raise main.ConfigError("simulate.py needs --nodes V, the number of virtual nodes")
+            raise config.ConfigError("simulate.py needs --nodes V, the number of virtual nodes")
         if cfg["emulate_compute"]:
-            raise main.ConfigError("simulate.py: --emulate-compute is the sleep of a real run; the simulator's "
+            raise config.ConfigError("simulate.py: --emulate-compute is the sleep of a real run; the simulator's "
                                    "virtual compute time is --compute-time-dist / --compute-time-mean")
         if cfg["checkpoint_every"] or cfg["resume"]:
-            raise main.ConfigError("simulate.py takes no checkpoints (--checkpoint-every, --resume): "
+            raise config.ConfigError("simulate.py takes no checkpoints (--checkpoint-every, --resume): "
                                    "a simulated run is reproduced exactly from its seed instead")
-        run = main.build_run(cfg, cfg["nodes"])
+        run = setup_run.build_run(cfg, cfg["nodes"])
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr, flush=True)
         return 2

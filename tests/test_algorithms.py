@@ -5,7 +5,8 @@ import torch
 
 import algorithms
 import graphs
-import main
+import config
+import setup_run
 
 
 def test_merge_at_aggregator_by_hand():
@@ -49,7 +50,7 @@ def test_apply_delta_adds_the_stale_update():
 
 
 def test_lr_schedule_on_wall_clock():
-    cfg = dict(main.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9], warmup_start="tenth")
+    cfg = dict(config.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9], warmup_start="tenth")
     assert algorithms.lr_at(0.0, cfg) == pytest.approx(0.01)
     assert algorithms.lr_at(5.0, cfg) == pytest.approx(0.055)
     assert algorithms.lr_at(50.0, cfg) == pytest.approx(0.1)
@@ -77,8 +78,8 @@ def test_walk_routes_are_reproducible_and_follow_edges():
 
 
 def test_local_update_moves_the_params_and_keeps_optimizer_state():
-    cfg = main.parse_config(["--nodes", "4", "--partition", "iid"])
-    run = main.build_run(cfg, 4)
+    cfg = config.parse_config(["--nodes", "4", "--partition", "iid"])
+    run = setup_run.build_run(cfg, 4)
     node = algorithms.make_node(cfg, run, 1, torch.device("cpu"))
     params = torch.zeros(sum(p.numel() for p in node.model.parameters()))
     start = params.clone()

@@ -12,7 +12,8 @@ import torch
 
 import algorithms
 import bench
-import main
+import config
+import setup_run
 import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,8 +74,8 @@ def test_contention_free_rate_is_r_over_t_when_walks_never_meet():
 
 
 def test_emulated_update_sleeps_and_changes_the_flat_params_deterministically():
-    cfg = main.parse_config(["--emulate-params", "5", "--emulate-compute", "0.01", "--walks", "1"], check_paths=False)
-    run = main.build_run(cfg, 2)
+    cfg = config.parse_config(["--emulate-params", "5", "--emulate-compute", "0.01", "--walks", "1"], check_paths=False)
+    run = setup_run.build_run(cfg, 2)
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     assert isinstance(node.model, models.FlatBuffer) and models.num_params(node.model) == 5
     params = models.flatten_params(node.model)
@@ -85,7 +86,7 @@ def test_emulated_update_sleeps_and_changes_the_flat_params_deterministically():
 
 
 def test_emulate_compute_needs_a_model_size():
-    with pytest.raises(main.ConfigError, match="emulate_compute needs emulate_params > 0"):
-        main.parse_config(["--emulate-compute", "0.1"], check_paths=False)
-    with pytest.raises(main.ConfigError, match="emulate_params must be >= 0"):
-        main.parse_config(["--emulate-params", "-1"], check_paths=False)
+    with pytest.raises(config.ConfigError, match="emulate_compute needs emulate_params > 0"):
+        config.parse_config(["--emulate-compute", "0.1"], check_paths=False)
+    with pytest.raises(config.ConfigError, match="emulate_params must be >= 0"):
+        config.parse_config(["--emulate-params", "-1"], check_paths=False)

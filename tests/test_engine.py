@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import algorithms
-import main
+import config
+import setup_run
 from events import read_events
-from helpers import read_summary, run_main
+from conftest import read_summary, run_main
 
 FAST = ["--task", "digits", "--eval-interval", "2", "--warmup-time", "0"]
 
@@ -27,8 +28,8 @@ def test_mw_with_one_walk_is_single_random_walk_sgd(tmp_path):
     result = run_main(4, flags)
     assert result.returncode == 0, result.stderr
 
-    cfg = main.parse_config(list(map(str, flags)))
-    run = main.build_run(cfg, 4)
+    cfg = config.parse_config(list(map(str, flags)))
+    run = setup_run.build_run(cfg, 4)
     torch.set_num_threads(1)  # as each rank does: the same reduction order, so the same floats
     nodes = [algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(4)]
     walk = torch.nn.utils.parameters_to_vector(nodes[0].model.parameters()).detach().clone()

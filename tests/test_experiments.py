@@ -70,7 +70,7 @@ def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(empty) in lines[0]
-    with pytest.raises(SystemExit) as exit_info:  # no folder at all: main.parse_config's ConfigError
+    with pytest.raises(SystemExit) as exit_info:  # no folder at all: config.parse_config's ConfigError
         experiments.main(["paper", "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "missing")])
     assert exit_info.value.code == 2
     out, err = capsys.readouterr()
@@ -79,12 +79,12 @@ def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
 
 
 def test_every_preset_expands_to_valid_main_flags():
-    import main
+    import config
     for name, preset in experiments.PRESETS.items():
         runs = experiments.expand(preset)
         assert len({run["name"] for run in runs}) == len(runs), name
         for run in runs:
-            cfg = main.parse_config(experiments.argv_of(run["flags"]), check_paths=False)
+            cfg = config.parse_config(experiments.argv_of(run["flags"]), check_paths=False)
             assert cfg["walks"] <= run["nodes"]
     assert len(experiments.expand(experiments.PRESETS["paper"])) == 3 * 3 * 5 * 3
 

@@ -9,7 +9,8 @@ import torch
 import algorithms
 import data
 import graphs
-import main
+import config
+import setup_run
 import mnli
 import models
 from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
@@ -29,15 +30,15 @@ def cifar_like_run(num_nodes=2, per_class=8, seed=0):
 
 
 def cifar_cfg(**changes):
-    cfg = dict(main.config, task="cifar10", batch_size=8, **changes)
-    main.validate_config(cfg, check_paths=False)
+    cfg = dict(config.config, task="cifar10", batch_size=8, **changes)
+    config.validate_config(cfg, check_paths=False)
     return cfg
 
 
 # ----------------------------------------------------------------------------- 1. learning rate
 
 def test_warmup_starts_from_zero_by_default_and_from_a_tenth_on_request():
-    cfg = dict(main.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9])
+    cfg = dict(config.config, lr=0.1, warmup_time=10.0, train_time=100.0, decay_fractions=[0.75, 0.9])
     assert algorithms.lr_at(0.0, cfg) == 0.0
     assert algorithms.lr_at(5.0, cfg) == pytest.approx(0.05)  # lr * min(t / W, 1)
     assert algorithms.lr_at(10.0, cfg) == pytest.approx(0.1)
@@ -129,7 +130,7 @@ def test_cli_prints_statistics_and_at_most_8_nodes():
     import subprocess
     import sys
     out = subprocess.run([sys.executable, "data.py", "--nodes", "20", "--alpha", "0.1"], capture_output=True,
-                         text=True, timeout=120, cwd=main.__file__.rsplit("/", 1)[0])
+                         text=True, timeout=120, cwd=config.__file__.rsplit("/", 1)[0])
     lines = out.stdout.strip().splitlines()
     assert "KL from uniform" in lines[0] and "top class" in lines[0]
     assert len(lines) == 1 + 1 + 8 + 1 and lines[-1].startswith("... 12 more nodes")
@@ -202,7 +203,7 @@ def test_authors_loss_scores_padding_masked_loss_does_not(tiny, model):
 
 
 def test_node_loss_follows_mnli_style(tiny):
-    cfg = dict(main.config, task="mnli", model_dir=tiny["model"])
+    cfg = dict(config.config, task="mnli", model_dir=tiny["model"])
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
     assert algorithms.make_node(cfg, run, 0, torch.device("cpu")).loss_fn is mnli.lm_loss_with_padding
     masked = algorithms.make_node(dict(cfg, mnli_style="masked"), run, 0, torch.device("cpu"))
@@ -210,7 +211,7 @@ def test_node_loss_follows_mnli_style(tiny):
 
 
 def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
-    cfg = dict(main.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
+    cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     metrics = algorithms.make_evaluate(cfg, run, node)(node.model)
@@ -248,8 +249,8 @@ def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
 # ----------------------------------------------------------------------------- 7. evaluation
 
 def test_evaluate_reports_a_fixed_half_of_the_training_set_and_the_test_split():
-    cfg = main.parse_config(["--nodes", "4", "--partition", "iid"])
-    run = main.build_run(cfg, 4)
+    cfg = config.parse_config(["--nodes", "4", "--partition", "iid"])
+    run = setup_run.build_run(cfg, 4)
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     metrics = algorithms.make_evaluate(cfg, run, node)(node.model)
     task_data = run["task_data"]
@@ -272,6 +273,6 @@ def test_evaluate_reports_a_fixed_half_of_the_training_set_and_the_test_split():
     ("--bn-recalibrate", "-1", ">= 0"), ("--eval-train-samples", "-5", ">= 0"),
     ("--bn-recalibrate", "2", "task cifar10")])
 def test_bad_fidelity_switches_give_one_line(flag, value, allowed):
-    with pytest.raises(main.ConfigError) as error:
-        main.parse_config([flag, value], check_paths=False)
+    with pytest.raises(config.ConfigError) as error:
+        config.parse_config([flag, value], check_paths=False)
     assert allowed in str(error.value) and "\n" not in str(error.value)

@@ -4,10 +4,11 @@ every run's summary.json reports."""
 import pytest
 import torch
 
-import main
+import config
+import setup_run
 import simulate
 from events import read_events
-from helpers import read_summary, run_main
+from conftest import read_summary, run_main
 
 FLAGS = ["--algorithm", "gossip", "--graph", "complete", "--task", "synthetic", "--synthetic-samples", "600",
          "--eval-interval", "600"]
@@ -15,8 +16,8 @@ FLAGS = ["--algorithm", "gossip", "--graph", "complete", "--task", "synthetic", 
 
 def simulate_run(out, *flags):
     torch.set_num_threads(1)
-    cfg = main.parse_config([*FLAGS, *flags, "--out", str(out)])
-    return simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+    cfg = config.parse_config([*FLAGS, *flags, "--out", str(out)])
+    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def per_node(out, kind):

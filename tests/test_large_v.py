@@ -3,7 +3,8 @@ change a figure of the synthetic runs, the verdict changes."""
 import numpy as np
 
 import large_v
-import main
+import config
+import setup_run
 
 
 def test_jobs_repeat_every_run_for_every_seed_with_valid_flags():
@@ -11,7 +12,7 @@ def test_jobs_repeat_every_run_for_every_seed_with_valid_flags():
     assert len({job["out"] for job in jobs}) == len(jobs)
     assert sum(job["seed"] == 0 for job in jobs) == sum(job["seed"] == 1 for job in jobs) == len(jobs) // 2
     for job in jobs[:: len(jobs) // 7]:
-        cfg = main.parse_config(large_v.run_flags(job, model_bytes=1000), check_paths=False)
+        cfg = config.parse_config(large_v.run_flags(job, model_bytes=1000), check_paths=False)
         assert cfg["seed"] == job["seed"] and cfg["nodes"] == job["nodes"]
 
 

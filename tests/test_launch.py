@@ -1,7 +1,7 @@
 """The multi-node launch files: the Kubeflow MPIJob manifests, the Dockerfile,
 the MPI hostfile and the README commands that run main.py.
 
-Every `python main.py ...` they contain must be accepted by main.parse_config
+Every `python main.py ...` they contain must be accepted by config.parse_config
 (paths not checked: they live on the cluster), mpirun's -n must match the
 workers, and the pod templates must be valid Kubernetes objects.
 """
@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import main
+import config
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ("cifar_job.yaml", "mnli_job.yaml")
@@ -103,7 +103,7 @@ def test_launcher_runs_the_paper_config(job_name):
     job = load_job(job_name)
     spec = job["spec"]
     n, args = parse_mpirun(command_words(launcher_container(job)))
-    cfg = main.parse_config(args, check_paths=False)  # must not raise
+    cfg = config.parse_config(args, check_paths=False)  # must not raise
     assert n == spec["mpiReplicaSpecs"]["Worker"]["replicas"] * spec["slotsPerWorker"]
     assert cfg["nodes"] in (0, n)
     assert cfg["walks"] <= n
@@ -160,7 +160,7 @@ def test_resources_one_gpu_per_worker(job_name):
 def test_data_read_only_and_output_writable_on_volumes(job_name):
     job = load_job(job_name)
     _, args = parse_mpirun(command_words(launcher_container(job)))
-    cfg = main.parse_config(args, check_paths=False)
+    cfg = config.parse_config(args, check_paths=False)
     pod = job["spec"]["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = pod["containers"][0]["volumeMounts"]
@@ -320,7 +320,7 @@ def test_doc_launch_commands_are_valid():
     for command in commands:
         argv = shlex.split(command)
         n, args = parse_mpirun(argv)
-        cfg = main.parse_config(args, check_paths=False)
+        cfg = config.parse_config(args, check_paths=False)
         assert cfg["nodes"] == n == total, command
         if cfg["graph"].endswith(".json"):
             assert (ROOT / cfg["graph"]).is_file()

@@ -11,7 +11,7 @@ import mnli
 import models
 from data import DataError, partition_indices, subset_test_split
 from events import read_events
-import helpers
+import conftest
 
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
 WORDS = ("the cat dog man woman child sat ran slept ate walked on in under near a an red big small old new "
@@ -260,7 +260,7 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
 
 
 def test_transfer_dtype_and_eval_samples_are_checked():
-    from main import ConfigError, parse_config
+    from config import ConfigError, parse_config
     assert parse_config(["--transfer-dtype", "bfloat16"], check_paths=False)["transfer_dtype"] == "bfloat16"
     with pytest.raises(ConfigError, match="transfer_dtype 'float16' is not one of float32, bfloat16"):
         parse_config(["--transfer-dtype", "float16"], check_paths=False)
@@ -271,7 +271,7 @@ def test_transfer_dtype_and_eval_samples_are_checked():
 # ----------------------------------------------------------------------------- 4 ranks
 
 def run_mnli(args, ranks=4, timeout=240):
-    return helpers.run_main(ranks, ["--task", "mnli", *args], timeout=timeout)
+    return conftest.run_main(ranks, ["--task", "mnli", *args], timeout=timeout)
 
 
 @pytest.mark.parametrize("algorithm, data_form, dtype", [("mw", "jsonl", "float32"), ("gossip", "hf", "bfloat16")])

@@ -13,12 +13,13 @@ import torch
 
 import algorithms
 import graphs
-import main
+import config
+import setup_run
 import models
 import protocols
 import simulate
 from events import EventLog, read_events
-from helpers import REPO, run_main
+from conftest import REPO, run_main
 
 MODEL_PARAMS = 4  # the protocol is what is under test: no SGD, a tiny flat model
 
@@ -35,7 +36,7 @@ def random_schedule(rng):
     if any(a >= b for a, b in zip(failures, failures[1:])):
         failures = []
     by_time = rng.random() < 0.5
-    return dict(main.config, algorithm=algorithm, nodes=num_nodes, graph=graph, er_p=0.6,
+    return dict(config.config, algorithm=algorithm, nodes=num_nodes, graph=graph, er_p=0.6,
                 walks=int(rng.integers(1, num_nodes + 1)), seed=int(rng.integers(1000)),
                 gossip_mode=str(rng.choice(["free", "per_update"])),
                 gossip_coupling=str(rng.choice(["authors", "immediate"])),
@@ -131,10 +132,10 @@ class IndependentWalks(protocols.MultiWalkNode):
 LAUNCHER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-import main, protocols, supervisor
+import config, main, protocols, supervisor
 from test_protocols import IndependentWalks
 protocols.PROTOCOLS["independent"] = IndependentWalks
-main.ALGORITHMS += ("independent",)
+config.ALGORITHMS += ("independent",)
 supervisor.supervise_rank()
 sys.exit(main.main(sys.argv[1:]))
 """
@@ -154,9 +155,9 @@ def per_walk(out):
 
 
 def simulate_run(out, *flags):
-    cfg = main.parse_config([*flags, "--out", str(out)])
+    cfg = config.parse_config([*flags, "--out", str(out)])
     torch.set_num_threads(1)
-    return simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypatch):
@@ -167,7 +168,7 @@ def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypa
     real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240, script=str(launcher))
     assert real.returncode == 0, real.stderr[-2000:]
     monkeypatch.setitem(protocols.PROTOCOLS, "independent", IndependentWalks)
-    monkeypatch.setattr(main, "ALGORITHMS", main.ALGORITHMS + ("independent",))
+    monkeypatch.setattr(config, "ALGORITHMS", config.ALGORITHMS + ("independent",))
     simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
     assert per_walk(tmp_path / "sim") == per_walk(tmp_path / "mpi")
     # the same routes as MW (they depend on the seed alone), but no merge: another final model

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import algorithms
-import main
+import config
 from events import read_events
-from helpers import REPO, read_summary, run_main
+from conftest import REPO, read_summary, run_main
 from test_data import write_cifar_folder
 from test_engine import FAST, counters_from_events
 
@@ -166,13 +166,13 @@ def test_resumed_gossip_run_reaches_the_iteration_budget(tmp_path):
 
 
 def test_resume_may_change_only_the_run_length(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(dict(main.config, nodes=4, out="elsewhere")))
-    cfg = main.parse_config(["--resume", str(tmp_path), "--train-time", "99"], check_paths=False)
+    (tmp_path / "config.json").write_text(json.dumps(dict(config.config, nodes=4, out="elsewhere")))
+    cfg = config.parse_config(["--resume", str(tmp_path), "--train-time", "99"], check_paths=False)
     assert cfg["train_time"] == 99.0 and cfg["out"] == str(tmp_path) and cfg["nodes"] == 4
-    with pytest.raises(main.ConfigError, match="--walks cannot change on --resume"):
-        main.parse_config(["--resume", str(tmp_path), "--walks", "2"], check_paths=False)
-    with pytest.raises(main.ConfigError, match="--out cannot be given with --resume"):
-        main.parse_config(["--resume", str(tmp_path), "--out", "x"], check_paths=False)
+    with pytest.raises(config.ConfigError, match="--walks cannot change on --resume"):
+        config.parse_config(["--resume", str(tmp_path), "--walks", "2"], check_paths=False)
+    with pytest.raises(config.ConfigError, match="--out cannot be given with --resume"):
+        config.parse_config(["--resume", str(tmp_path), "--out", "x"], check_paths=False)
 
 
 # ----------------------------------------------------------------------------- bad input: one line, exit 2

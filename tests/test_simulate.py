@@ -6,10 +6,11 @@ from collections import Counter
 import pytest
 import torch
 
-import main
+import config
+import setup_run
 import simulate
 from events import read_events
-from helpers import run_main
+from conftest import run_main
 
 
 
@@ -23,8 +24,8 @@ def one_thread():
 
 
 def simulate_run(out, *flags):
-    cfg = main.parse_config([*flags, "--out", str(out)])
-    return simulate.simulate(cfg, main.build_run(cfg, cfg["nodes"]), verbose=False)
+    cfg = config.parse_config([*flags, "--out", str(out)])
+    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def event_files(out):
