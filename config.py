@@ -82,6 +82,8 @@ TRANSFER_DTYPES = ("float32", "bfloat16")
 MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # what a resumed run may change: how long it runs and how it reports; the rest defines the run
 RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device")
+# config.json also records the software versions that produced the run (runs.write_config): not config
+SOFTWARE_KEY = "software"
 # how a run starts, not what it is: never taken from a resumed run's config.json
 START_KEYS = ("resume", "overwrite")
 # the allowed values of every number (float keys must also be finite; the two lists are checked below)
@@ -200,6 +202,7 @@ def resumed_config(cfg, given):
         raise ConfigError(f"--resume {folder}: {path} is unreadable: {e}") from None
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} must hold one JSON object of config keys")
+    saved.pop(SOFTWARE_KEY, None)
     for key, value in saved.items():
         if key not in config:
             raise ConfigError(f"{path}: unknown config key {key!r}")

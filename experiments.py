@@ -33,6 +33,10 @@ MAIN = os.path.join(HERE, "main.py")
 PAPER_GRAPHS = {kind: os.path.join(HERE, "configs", "paper", f"{kind}_graph_20_nodes.json")
                 for kind in ("cycle", "complete", "erdos_renyi")}
 
+# Gossip at the three exchange rates claim 4 is shown at (FIDELITY.md): "gossip" is the authors-like
+# default (--gossip-interval 0.045), "gossip-b2b" back to back, "gossip-pu" one exchange per local update.
+GOSSIP_RATES = {"gossip": {}, "gossip-b2b": dict(gossip_interval=0.0), "gossip-pu": dict(gossip_mode="per_update")}
+
 # A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms), seeds,
 # and the target the report measures against (a value of --metric, test accuracy by default).
 # Algorithms are "mw<R>" or "gossip".
@@ -40,15 +44,15 @@ PRESETS = dict(
     paper=dict(
         about="the paper's grid (SPEC §7): CIFAR-10 + ResNet-20 on the paper's 20-node graphs, 15-minute runs",
         flags=dict(task="cifar10", tau=5, lr=0.05, batch_size=32, warmup_time=120, train_time=900, eval_interval=30),
-        grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", "gossip"])
+        grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", *GOSSIP_RATES])
               for kind in ("cycle", "complete", "erdos_renyi") for alpha in (10.0, 1.0, 0.1)],
         seeds=(0, 1, 2), target=0.8, startup_allowance=900),
     cpu=dict(
         about="the paper's comparisons scaled to 2 CPU cores: sklearn digits + MLP, V=8, 15-second runs",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=2, train_time=15, eval_interval=0.25),
-        grid=[(8, "cycle", 1.0, ["mw1", "mw4", "gossip"]),
-              (8, "complete", 1.0, ["mw1", "mw2", "mw4", "mw8", "gossip"]),
-              (8, "complete", 0.1, ["mw1", "mw4", "mw8", "gossip"]),
+        grid=[(8, "cycle", 1.0, ["mw1", "mw4", *GOSSIP_RATES]),
+              (8, "complete", 1.0, ["mw1", "mw2", "mw4", "mw8", *GOSSIP_RATES]),
+              (8, "complete", 0.1, ["mw1", "mw4", "mw8", *GOSSIP_RATES]),
               (4, "complete", 1.0, ["gossip"])],  # gossip throughput against V
         seeds=(0, 1), target=0.9, startup_allowance=180),
     smoke=dict(
@@ -67,8 +71,9 @@ def expand(preset, data_dir=None, only=None):
             for seed in preset["seeds"]:
                 flags = dict(preset["flags"], graph=os.path.relpath(graph) if graph.endswith(".json") else graph,
                              partition="dirichlet", alpha=alpha, seed=seed,
-                             algorithm="gossip" if algorithm == "gossip" else "mw",
-                             walks=int(algorithm[2:]) if algorithm.startswith("mw") else 1)
+                             algorithm="mw" if algorithm.startswith("mw") else "gossip",
+                             walks=int(algorithm[2:]) if algorithm.startswith("mw") else 1,
+                             **GOSSIP_RATES.get(algorithm, {}))
                 if data_dir:
                     flags["data_dir"] = data_dir
                 name = f"{runs_lib.graph_kind(graph)}-V{nodes}-a{alpha:g}-{algorithm}-s{seed}"
@@ -146,9 +151,21 @@ def stderr_tail(out, lines=5):
     return "\n".join("    " + line for line in tail) or "    (stderr is empty)"
 
 
+def is_done(run, out):
+    """A run folder counts as this run done only if it finished and its config.json has this run's flags:
+    a folder left by another version of the preset (other flags, other defaults) is run again."""
+    if not runs_lib.is_complete(out):
+        return False
+    try:
+        saved = runs_lib.read_json(os.path.join(out, "config.json"))
+    except (OSError, ValueError):
+        return False
+    return all(saved.get(key) == value for key, value in run["flags"].items()) and saved.get("nodes") == run["nodes"]
+
+
 def run_grid(name, preset, runs, runs_dir, mpirun):
     """Runs every run not yet done; returns the number that failed."""
-    todo = [run for run in runs if not runs_lib.is_complete(os.path.join(runs_dir, run["name"]))]
+    todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
     error = check_runs(todo, mpirun) if todo else None
     if error:
         print(f"error: {error}", file=sys.stderr)
@@ -217,7 +234,7 @@ def main(argv=None):
         return 2
     if args.command == "list":
         for run in runs:
-            done = "done" if runs_lib.is_complete(os.path.join(runs_dir, run["name"])) else "todo"
+            done = "done" if is_done(run, os.path.join(runs_dir, run["name"])) else "todo"
             print(f"{done}  {run['name']}: {args.mpirun} -n {run['nodes']} python main.py {' '.join(argv_of(run['flags']))}")
         return 0
     failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun) if args.command == "run" else 0

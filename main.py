@@ -10,13 +10,13 @@ become dashes). Flags and --out are checked on every rank before torch is even
 imported, then graph and data; a bad value prints one line on rank 0 and every
 rank exits with code 2. Rank 0 prints one `[start]` line per start-up phase.
 """
-import json
 import os
 import sys
 import time
 
 from config import config  # the run's global config: every key is a flag (python main.py --help)
 import run_folder
+import runs
 from agreement import all_agree, first_line, polite_barrier
 
 STARTED = time.time()  # taken before the supervisor forks, so start-up lines count from the launch
@@ -71,8 +71,7 @@ def main(argv):
     if comm.Get_rank() == 0:
         if cfg["overwrite"]:
             run_folder.remove_previous_run(cfg["out"])
-        with open(os.path.join(cfg["out"], "config.json"), "w") as f:
-            json.dump(cfg, f, indent=2)
+        runs.write_config(cfg)
         print(plan_text(cfg, run), flush=True)
     polite_barrier(comm)  # the previous run's files are gone before any rank opens its event log
     import distributed_training

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from config import SOFTWARE_KEY
 from events import EVAL_METRICS, read_events
 
 # What an eval event may carry; older runs log the test pair only. "Reaching" a target
@@ -163,6 +164,12 @@ def group_runs(runs):
 
 # -----------------------------------------------------------------------------
 # launching ranks and recording what ran
+
+def write_config(cfg):
+    """OUT/config.json: the run's config, and under SOFTWARE_KEY the versions that produced it."""
+    with open(os.path.join(cfg["out"], "config.json"), "w") as f:
+        json.dump(dict(cfg, **{SOFTWARE_KEY: software_versions()}), f, indent=2)
+
 
 def software_versions():
     """Versions of what a run's numbers depend on, for its config.json: torch, numpy, mpi4py, the MPI

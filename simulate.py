@@ -21,7 +21,6 @@ Every flag of main.py works here; --nodes V is required.
 """
 import glob
 import heapq
-import json
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ import config
 import setup_run
 import models
 import protocols
+import runs
 from events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
 
@@ -243,8 +243,7 @@ def simulate(cfg, run, verbose=True):
     os.makedirs(cfg["out"], exist_ok=True)
     for path in glob.glob(os.path.join(cfg["out"], "events-rank*.jsonl")):
         os.remove(path)  # an earlier run here may have had more nodes; read_events would merge its logs in
-    with open(os.path.join(cfg["out"], "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
+    runs.write_config(cfg)
     if verbose:
         print(setup_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s", flush=True)

@@ -155,3 +155,17 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
     os.remove(runs_dir / "smoke" / names[0] / "summary.json")
     assert experiments.main(["list", *args]) == 0
     assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["todo", "done"]
+
+
+def test_a_finished_folder_counts_only_if_its_config_is_this_runs(tmp_path):
+    run = experiments.expand(experiments.PRESETS["smoke"])[0]
+    out = tmp_path / run["name"]
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps(dict(complete=True)))
+    (out / "config.json").write_text(json.dumps(dict(run["flags"], nodes=run["nodes"], software={})))
+    assert experiments.is_done(run, str(out))
+    (out / "config.json").write_text(json.dumps(dict(run["flags"], nodes=run["nodes"], lr=0.5)))
+    assert not experiments.is_done(run, str(out))  # another run's folder: run it again
+    (out / "summary.json").write_text(json.dumps(dict(complete=False)))
+    (out / "config.json").write_text(json.dumps(dict(run["flags"], nodes=run["nodes"])))
+    assert not experiments.is_done(run, str(out))
