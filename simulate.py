@@ -321,7 +321,11 @@ def simulate_main(argv):
     # on a CPU, and torch's default pool (one thread per core) made 200 digits updates 26x slower
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
-    simulate(cfg, run)
+    try:
+        simulate(cfg, run)
+    except protocols.Diverged as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
     return 0
 

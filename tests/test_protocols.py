@@ -190,3 +190,11 @@ def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
     assert per_walk(tmp_path / "sim") == (real_routes, real_counters)
     assert sum(n for key, n in real_counters.items() if key[1:] == ("relay", 0)) > 0
     assert not any(rank == 0 for route in real_routes.values() for rank in route.values())
+
+
+def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(algorithms, "local_update", lambda node, params, tau, lr: float("nan"))
+    code = simulate.simulate_main(["--nodes", "4", "--max-iterations", "20", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: diverged at t = ") and err.count("\n") == 1
+    assert "gave loss nan" in err
