@@ -47,6 +47,7 @@ config = dict(
     failure_times=[],        # seconds; the i-th time fails node i (MW: aggregator moves on; gossip: node stops)
     checkpoint_every=0.0,    # seconds between consistent checkpoints in out/checkpoint/; 0 = none
     resume="",               # a run's out folder: continue it from its latest checkpoint
+    stall_timeout=120.0,     # seconds without progress after which a rank counts as stalled and the job ends; 0 = never
     synthetic_samples=4000,  # size of the synthetic task
     synthetic_features=32,
     synthetic_classes=10,
@@ -69,7 +70,8 @@ TASKS = ("digits", "synthetic", "cifar10", "mnli")
 TRANSFER_DTYPES = ("float32", "bfloat16")
 MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # what a resumed run may change: how long it runs and how it reports; the rest defines the run
-RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "resume")
+RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "stall_timeout",
+                     "resume")
 
 
 class ConfigError(ValueError):
@@ -203,7 +205,7 @@ def validate_config(cfg, check_paths=True):
     if not 0 <= cfg["laziness"] < 1:
         raise ConfigError(f"laziness must be in [0, 1), got {cfg['laziness']}")
     for key in ("momentum", "weight_decay", "warmup_time", "max_iterations", "nodes", "latency", "emulate_params",
-                "emulate_compute", "eval_samples"):
+                "emulate_compute", "eval_samples", "stall_timeout"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be >= 0, got {cfg[key]}")
     if cfg["emulate_compute"] and not cfg["emulate_params"]:
