@@ -144,6 +144,7 @@ def supervise_rank():
         if stall:
             print(f"error: {where} stalled: {stall}; ending the job", file=sys.stderr, flush=True)
             os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)  # unreaped, it was seen to keep the launcher from ending the job
             os._exit(STALL_EXIT)
         signal.sigtimedwait([signal.SIGCHLD], WATCH_PERIOD)
     if os.WIFSIGNALED(status):
