@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from events import write_json_atomically
+from events import remove_quietly, write_json_atomically
 
 # distinct from distributed_training's tags (1..8)
 TAG_READY, TAG_SAVE, TAG_SAVED, TAG_RESUME = 21, 22, 23, 24
@@ -184,8 +184,14 @@ class Checkpointer:
         folder = os.path.join(self.folder, f"round{self.round}")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"rank{self.rank}.pt")
-        torch.save(self.save_state(), path + ".tmp")
-        os.replace(path + ".tmp", path)
+        try:
+            torch.save(self.save_state(), path + ".tmp")
+            os.replace(path + ".tmp", path)
+        except BaseException as e:
+            remove_quietly(path + ".tmp")  # a full disk leaves no partial checkpoint behind
+            if isinstance(e, (OSError, RuntimeError)):  # torch reports a failed write as a RuntimeError
+                raise OSError(f"writing {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            raise
 
     def resume(self, next_time):
         previous = os.path.join(self.folder, f"round{self.round - 1}", f"rank{self.rank}.pt")
@@ -224,9 +230,27 @@ def restore_common(state, node, log, evaluator):
         evaluator.next_time = state["eval_next_time"]
 
 
+def check_not_finished(cfg):
+    """--resume of a run that finished runs it again only if its budget was raised: otherwise it would
+    redo the end from the last checkpoint and replace the final summary."""
+    try:
+        with open(os.path.join(cfg["resume"], "summary.json")) as f:
+            complete = json.load(f).get("complete") is True
+        with open(os.path.join(cfg["resume"], "config.json")) as f:
+            before = json.load(f)
+    except (OSError, ValueError, AttributeError):  # no final summary to protect
+        return
+    raised = cfg["train_time"] > before.get("train_time", 0) or (
+        before.get("max_iterations") and not 0 < cfg["max_iterations"] <= before["max_iterations"])
+    if complete and not raised:
+        raise CheckpointError(f"--resume {cfg['resume']}: the run there is complete; raise --train-time or "
+                              f"--max-iterations to continue it")
+
+
 def load(cfg, rank):
     """This rank's state in the latest complete checkpoint of cfg["resume"], with the
     round's metadata under "meta"; a CheckpointError says what is missing."""
+    check_not_finished(cfg)
     folder = os.path.join(cfg["resume"], "checkpoint")
     latest = os.path.join(folder, "latest.json")
     if not os.path.isfile(latest):

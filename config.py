@@ -51,6 +51,7 @@ config = dict(
     failure_times=[],        # seconds; the i-th time fails node i (MW: aggregator moves on; gossip: node stops)
     checkpoint_every=0.0,    # seconds between consistent checkpoints in out/checkpoint/; 0 = none
     resume="",               # a run's out folder: continue it from its latest checkpoint
+    stall_timeout=120.0,     # seconds without progress after which a rank counts as stalled and the job ends; 0 = never
     overwrite=False,         # --out holds another run: remove that run's files first (else the run refuses)
     synthetic_samples=4000,  # size of the synthetic task
     synthetic_features=32,   # features of the synthetic task
@@ -81,7 +82,7 @@ TASKS = ("digits", "synthetic", "cifar10", "mnli")
 TRANSFER_DTYPES = ("float32", "bfloat16")
 MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # what a resumed run may change: how long it runs and how it reports; the rest defines the run
-RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device")
+RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "stall_timeout")
 # config.json also records the software versions that produced the run (runs.write_config): not config
 SOFTWARE_KEY = "software"
 # how a run starts, not what it is: never taken from a resumed run's config.json
@@ -92,7 +93,7 @@ RANGES = dict(walks=">= 1", tau=">= 1", batch_size=">= 1", nodes=">= 0", max_ite
               synthetic_classes=">= 2", alpha="> 0", lr="(0, 10]", momentum="[0, 1)", weight_decay="[0, 1)",
               er_p="(0, 1]", laziness="[0, 1)", warmup_time=">= 0", train_time="> 0", eval_interval="> 0",
               checkpoint_every=">= 0", compute_time_mean="> 0", bandwidth="> 0", latency=">= 0", emulate_compute=">= 0",
-              gossip_interval=">= 0", bn_recalibrate=">= 0", eval_train_samples=">= 0")
+              gossip_interval=">= 0", stall_timeout=">= 0", bn_recalibrate=">= 0", eval_train_samples=">= 0")
 
 
 class ConfigError(ValueError):

@@ -99,11 +99,29 @@ def find_cifar_dir(data_dir):
                     f"from cifar-10-python.tar.gz, or its cifar-10-batches-py folder)")
 
 
+def restricted_unpickle(path):
+    """A CIFAR-10 batch pickle, unpickled without running code: only numpy arrays, and plain
+    dicts, lists, bytes and numbers (pickle.load would call whatever the file names)."""
+    # numpy's array and dtype reconstruction (numpy < 2 wrote numpy.core, numpy >= 2 numpy._core),
+    # and the latin-1 bytes of pickle protocol 2
+    allowed = {(f"{core}.{module}", name) for core in ("numpy.core", "numpy._core")
+               for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
+    allowed |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    class CifarUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never does")
+            return super().find_class(module, name)
+
+    with open(path, "rb") as f:
+        return CifarUnpickler(f, encoding="bytes").load()
+
+
 def read_cifar_batch(path):
     """(uint8 images (n, 3, 32, 32), int64 labels (n,)) from one CIFAR python pickle."""
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+        batch = restricted_unpickle(path)
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):

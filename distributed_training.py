@@ -32,8 +32,10 @@ from mpi4py import MPI
 
 import algorithms
 import checkpoint
+import faults
 import models
 import protocols
+import supervisor
 from agreement import polite_barrier
 from events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
                     write_summary)
@@ -251,14 +253,17 @@ class Evaluator:
             self.ready.set()
 
     def evaluate_snapshots(self):
-        while True:
-            self.ready.wait()
-            self.ready.clear()
-            params, buffers = self.snapshot
-            with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
-                result = self.measure(params, buffers)
-            self.report(result)
-            self.idle.set()
+        try:
+            while True:
+                self.ready.wait()
+                self.ready.clear()
+                params, buffers = self.snapshot
+                with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                    result = self.measure(params, buffers)
+                self.report(result)
+                self.idle.set()
+        except BaseException as error:  # an evaluation that fails ends the job like any other thread's fault
+            faults.end_on_fault(self.progress.comm, self.cfg, "eval", error)
 
     def drain(self):
         """Wait for a running evaluation to be recorded (before the final one)."""
@@ -305,6 +310,32 @@ class Rank:
         self.ckpt = checkpoint.Checkpointer(comm, cfg, clock, self.save_state, resume)
         if resume:
             checkpoint.restore_common(resume, node, log, self.evaluator)
+        self.comm_thread, self.interrupted = None, None
+        self.longest_update, self.injection = 0.0, faults.Injection(self.rank)
+
+    def start_communication(self, target, *args):
+        """The communication thread: it beats for the stall watchdog while it runs, an exception in
+        it ends the job, and an interrupt ends it quietly (the compute thread stops the run)."""
+        def run():
+            supervisor.HEARTBEAT.beat()
+            try:
+                target(self, *args)
+            except faults.Interrupted:
+                pass
+            except BaseException as error:
+                faults.end_on_fault(self.comm, self.cfg, "mpi", error)
+            finally:
+                supervisor.HEARTBEAT.silent()
+        self.comm_thread = threading.Thread(target=run, name="mpi", daemon=True)
+        self.comm_thread.start()
+        return self.comm_thread
+
+    def halt(self, interrupted):
+        """Compute thread, on an interrupt: stop the communication thread at its next poll."""
+        self.interrupted = interrupted
+        self.stop.set()
+        if self.comm_thread is not None:
+            self.comm_thread.join(timeout=faults.REPORT_TIMEOUT)
 
     def save_state(self):
         """The communication thread calls this while the compute thread is paused."""
@@ -314,8 +345,15 @@ class Rank:
 
     def poll(self):
         """The communication thread's chores between messages: progress counters, evaluations
-        measured elsewhere, failure events. Returns True if it did something."""
+        measured elsewhere, failure events, faults other ranks report to rank 0.
+        Returns True if it did something."""
+        supervisor.HEARTBEAT.beat()
+        self.injection.point("mpi")
+        if self.interrupted:
+            raise faults.Interrupted(self.interrupted.signum)
         busy = self.progress.poll()
+        if self.rank == 0:
+            busy |= faults.receive_fault(self.comm, self.cfg)
         for metrics, node in self.progress.reported_evals:
             self.evaluator.record(metrics, node=node)
         self.progress.reported_evals.clear()
@@ -343,10 +381,15 @@ class Rank:
     def local_update(self, params, lr):
         """tau local steps on `params` (in place); returns (loss, seconds it took)."""
         started = time.perf_counter()
+        supervisor.HEARTBEAT.update_started(self.longest_update)
+        self.injection.point("compute")
         loss = algorithms.local_update(self.node, params, self.cfg["tau"], lr)
         if self.node.device.type == "cuda":
             torch.cuda.synchronize(self.node.device)
-        return loss, time.perf_counter() - started
+        supervisor.HEARTBEAT.update_ended()
+        duration = time.perf_counter() - started
+        self.longest_update = max(self.longest_update, duration)
+        return loss, duration
 
 
 # -----------------------------------------------------------------------------
@@ -427,8 +470,7 @@ def run_walks(rank):
         walk.params, walk.carrier = buf.params, buf
     outbox = []
     doorbell = Doorbell()  # rung with every outbox entry: the communication thread sends it at once
-    comm_thread = threading.Thread(target=walk_communication, name="mpi", args=(rank, outbox, doorbell, pool))
-    comm_thread.start()
+    comm_thread = rank.start_communication(walk_communication, outbox, doorbell, pool)
     while not stop.is_set():
         if ckpt.due():
             ckpt.pause(stop)  # walks arriving meanwhile stay parked in the protocol's queue
@@ -558,8 +600,7 @@ def run_gossip(rank):
     the communication thread exchanges. Returns whether this node is still alive (not failed)."""
     protocol, ckpt = rank.protocol, rank.ckpt
     compute_done, doorbell = threading.Event(), Doorbell()
-    comm_thread = threading.Thread(target=gossip_communication, name="mpi", args=(rank, compute_done, doorbell))
-    comm_thread.start()
+    comm_thread = rank.start_communication(gossip_communication, compute_done, doorbell)
     while True:
         if ckpt.due():
             ckpt.pause()
@@ -589,6 +630,20 @@ def run_gossip(rank):
 # -----------------------------------------------------------------------------
 
 def train(comm, cfg, run):
+    """This rank's run, to its end. An uncaught exception or an interrupt ends it here, never in
+    a hang (faults.py); a stalled rank is named by its supervisor (supervisor.py)."""
+    try:
+        rank = start_rank(comm, cfg, run)
+        faults.stop_on_signals()
+        train_rank(rank)
+    except faults.Interrupted as interrupted:
+        rank.halt(interrupted)
+        faults.stop_on_interrupt(comm, cfg, rank.log, rank.clock, interrupted)
+    except BaseException as error:
+        faults.end_on_fault(comm, cfg, "compute", error)
+
+
+def start_rank(comm, cfg, run):
     rank_id = comm.Get_rank()
     device = pick_device(cfg, comm)
     node = algorithms.make_node(cfg, run, rank_id, device)
@@ -605,12 +660,21 @@ def train(comm, cfg, run):
     if rank_id == 0:
         write_summary(cfg["out"], cfg, comm.Get_size(), wall_time_s=clock(), complete=False)
         print(PROGRESS_HEADER, flush=True)
+    supervisor.HEARTBEAT.watch(cfg["stall_timeout"])
+    return rank
+
+
+def train_rank(rank):
+    comm, cfg, log, clock, rank_id = rank.comm, rank.cfg, rank.log, rank.clock, rank.rank
+    # ranks end training at different times: waiting here, not in a blocking collective, keeps them interruptible
     if rank.protocol.kind == "walks":
         run_walks(rank)
+        polite_barrier(comm)
         holds = comm.allgather(rank.protocol.final_model() is not None)
         holder = max(r for r, has in enumerate(holds) if has)  # the last node that held the aggregator role
     else:
         alive = run_gossip(rank)
+        polite_barrier(comm)
         holder = comm.allgather(alive).index(True)  # the lowest-numbered live node
     wall_time = clock()
     final_model, evaluator = rank.protocol.final_model(), rank.evaluator
@@ -618,7 +682,6 @@ def train(comm, cfg, run):
         evaluator.drain()
 
     # after training: collectives only, the communication threads have finished
-    polite_barrier(comm)
     network_average = None
     if rank.protocol.kind == "gossip":  # over the live nodes: a failed node's model is frozen, not part of the network
         total = final_model.detach().cpu().clone() * alive
@@ -632,6 +695,7 @@ def train(comm, cfg, run):
         final = evaluator.measure(final_model)
         if cfg["save_models"]:
             torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
+    polite_barrier(comm)  # the others wait interruptibly while the holder evaluates
     final = comm.bcast(final, root=holder)
     counters = comm.gather(dict(log.counters), root=0)
     if rank_id == 0:
@@ -641,6 +705,7 @@ def train(comm, cfg, run):
             evaluator.record(average, model="network_average")
         evaluator.record(final, node=holder)
         write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, final, average,
-                            active_nodes=run["gossip"][1] if run["gossip"] else None, evaluated_node=holder)
+                            active_nodes=rank.run["gossip"][1] if rank.run["gossip"] else None, evaluated_node=holder)
+        faults.stop_on_signals(active=False)  # the run is complete: a stop now has nothing to save
     log.close()
     polite_barrier(comm)

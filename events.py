@@ -15,11 +15,12 @@ COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops
 class EventLog:
     def __init__(self, path, clock, resume_at=None):
         # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
-        self.clock = clock
+        self.clock, self.path = clock, path
+        # unbuffered, one write per event: an event logged is on disk, whatever ends the process next
         if resume_at is None:
-            self.file = open(path, "w", buffering=1)
+            self.file, self.length = open(path, "wb", buffering=0), 0
         else:  # a resumed run: drop what was logged after the checkpoint, then append
-            self.file = open(path, "r+", buffering=1)
+            self.file, self.length = open(path, "r+b", buffering=0), resume_at
             self.file.truncate(resume_at)
             self.file.seek(resume_at)
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -27,13 +28,22 @@ class EventLog:
         self.lock = threading.Lock()  # the compute and the communication thread both log
 
     def write(self, kind, **fields):
+        event = {"t": round(self.clock(), 6), "type": kind, **fields}
+        try:
+            line = json.dumps(event, allow_nan=False)
+        except ValueError:  # a NaN or infinity somewhere (rare): made null, not written as bare NaN
+            line = json.dumps(strict_json(event), allow_nan=False)
+        line = (line + "\n").encode()
         with self.lock:
-            event = {"t": round(self.clock(), 6), "type": kind, **fields}
             try:
-                line = json.dumps(event, allow_nan=False)
-            except ValueError:  # a NaN or infinity somewhere (rare): made null, not written as bare NaN
-                line = json.dumps(strict_json(event), allow_nan=False)
-            self.file.write(line + "\n")
+                written = 0
+                while written < len(line):  # a full disk can take part of a line before it refuses
+                    written += self.file.write(line[written:])
+            except OSError as e:
+                self.file.truncate(self.length)  # no cut-off line stays behind to be read as an event
+                self.file.seek(self.length)
+                raise OSError(e.errno, e.strerror, self.path) from None
+            self.length += len(line)
 
     def update(self, duration, **fields):
         """One local update (tau SGD steps) finished."""
@@ -70,8 +80,7 @@ class EventLog:
     def offset(self):
         """Where the log ends now, for a checkpoint: a resumed run continues from here."""
         with self.lock:
-            self.file.flush()
-            return self.file.tell()
+            return self.length
 
     def close(self):
         self.file.close()
@@ -108,9 +117,20 @@ def strict_json(obj):
 def write_json_atomically(path, obj):
     """Readers see the old file or the new one, never half of one (a crash may come at any time)."""
     tmp = f"{path}.{threading.get_ident()}.tmp"  # rank 0's two threads may both write the summary
-    with open(tmp, "w") as f:
-        json.dump(strict_json(obj), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(strict_json(obj), f, indent=2, allow_nan=False)
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)  # a full disk leaves no half-written file behind
+        raise
+
+
+def remove_quietly(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def write_summary(out_dir, cfg, nodes, **fields):
@@ -122,11 +142,27 @@ def write_summary(out_dir, cfg, nodes, **fields):
     return summary
 
 
+def amend_summary(out_dir, **fields):
+    """summary.json with `fields` changed, the rest as last written (after an interrupt or a fault)."""
+    path = os.path.join(out_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):  # none written yet, or unreadable: the fields alone
+        summary = {}
+    write_json_atomically(path, dict(summary, **fields))
+
+
+def counter_totals(counters):
+    """The network's counters from every node's (a list of dicts)."""
+    return {key: sum(c[key] for c in counters) for key in COUNTERS}
+
+
 def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_metrics, network_average=None,
                         active_nodes=None, **extra):
     """The summary of a finished run, from every node's counters and the final model's EVAL_METRICS
     (and the gossip network average's); the MPI engine and the simulator share it."""
-    totals = {key: sum(c[key] for c in counters) for key in COUNTERS}
+    totals = counter_totals(counters)
     if active_nodes is not None:  # gossip: how often the active nodes exchanged, per local update (FIDELITY.md)
         active_updates = sum(counters[v]["iterations"] for v in active_nodes)
         extra.update(exchanges_per_update=totals["exchanges"] / max(totals["iterations"], 1),

@@ -1,5 +1,5 @@
 """
-A rank that dies must not leave a job that hangs or ends without saying who died.
+A rank that dies or stalls must not leave a job that hangs or ends without saying which rank.
 
 MPICH's launcher (Hydra) already ends the whole job within a second when one of
 its processes is killed, but its message names only a process id:
@@ -13,16 +13,79 @@ rank, then exits with the child's status, which makes the launcher end the job:
 The child dies with its supervisor (PR_SET_PDEATHSIG on Linux), so a launcher that
 kills the supervisor never leaves an orphan rank behind. The child inherits the
 launcher's connection (environment and file descriptors) and does MPI_Init itself.
+
+The supervisor is also the stall watchdog: a stopped process (SIGSTOP, a deadlock, a
+hung GPU) cannot report on itself. While the rank trains, its communication thread
+beats into memory shared with the supervisor and each local update posts a deadline
+(HEARTBEAT); a rank silent for --stall-timeout seconds, or an update past its deadline,
+is named, SIGKILLed, and the job ends.
 """
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
+import time
 
 # how launchers tell a process its rank: MPICH (Hydra), Open MPI, PMIx
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
-QUIET_EXIT_CODES = (0, 2)  # success, and a bad config that rank 0 has already explained
+FAULT_EXIT = 3   # the rank has printed (or had rank 0 print) the line that explains its end
+QUIET_EXIT_CODES = (0, 2, FAULT_EXIT)  # success, a bad config that rank 0 has explained, a reported fault
+STALL_EXIT = 124
 PR_SET_PDEATHSIG = 1
+WATCH_PERIOD = 0.2  # seconds between the supervisor's looks at its rank
+
+
+class Heartbeat:
+    """Three float64s (CLOCK_MONOTONIC, the same clock in both processes): the stall timeout
+    (0: not watched), the communication thread's last beat (0: no communication thread now),
+    the deadline of the local update under way (0: none)."""
+    TIMEOUT, BEAT, DEADLINE = 0, 8, 16
+
+    def __init__(self, memory):
+        self.memory = memory
+
+    def set(self, slot, value):
+        struct.pack_into("d", self.memory, slot, value)
+
+    def get(self, slot):
+        return struct.unpack_from("d", self.memory, slot)[0]
+
+    # --- the rank
+    def watch(self, timeout):
+        self.set(self.TIMEOUT, timeout)
+
+    def beat(self):
+        self.set(self.BEAT, time.monotonic())
+
+    def silent(self):
+        self.set(self.BEAT, 0.0)
+
+    def update_started(self, longest):
+        """A local update begins; the longest one so far says how long is too long."""
+        timeout = self.get(self.TIMEOUT)
+        if timeout:
+            self.set(self.DEADLINE, time.monotonic() + longest + timeout)
+
+    def update_ended(self):
+        self.set(self.DEADLINE, 0.0)
+
+    # --- the supervisor
+    def stall(self):
+        """What stalls the rank, in words, or None."""
+        timeout, now = self.get(self.TIMEOUT), time.monotonic()
+        beat, deadline = self.get(self.BEAT), self.get(self.DEADLINE)
+        if not timeout:
+            return None
+        if beat and now - beat > timeout:
+            return f"its communication thread made no progress for {now - beat:.0f} s"
+        if deadline and now > deadline:
+            return f"a local update has run {timeout:g} s past the longest one before it"
+        return None
+
+
+HEARTBEAT = Heartbeat(bytearray(24))  # a rank without a supervisor beats into its own memory, unwatched
 
 
 def die_with_parent():
@@ -34,13 +97,20 @@ def die_with_parent():
         pass
 
 
+def exit_quietly_on_signal(received, frame):
+    """The rank's handler until training starts: nothing is written yet that a stop could lose."""
+    os._exit(128 + received)
+
+
 def supervise_rank():
     """Fork. The child returns at once and runs the rank; this process never returns: it
-    waits for the child and exits with its status. Does nothing outside an MPI launcher."""
+    watches the child and exits with its status. Does nothing outside an MPI launcher."""
+    global HEARTBEAT
     rank = next((os.environ[v] for v in RANK_VARIABLES if v in os.environ), None)
     if rank is None or not hasattr(os, "fork"):
         return
     parent = os.getpid()
+    HEARTBEAT = Heartbeat(mmap.mmap(-1, 24))  # anonymous and shared: the child writes, this process reads
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
@@ -48,22 +118,41 @@ def supervise_rank():
         die_with_parent()
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, exit_quietly_on_signal)
         return
+    forwarded = set()
+
     # signals meant for the rank (Ctrl-C forwarded by mpirun, a scheduler's SIGTERM) go to it
     def forward(received, frame):
+        forwarded.add(received)
         try:
             os.kill(child, received)
         except ProcessLookupError:  # the rank has just ended; waitpid below reports how
             pass
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
-    _, status = os.waitpid(child, 0)
     where = f"rank {rank} (pid {child} on {socket.gethostname()})"
+    # ranks that end together must be seen to end together: the launcher kills what is left when one
+    # exits, so this process waits on SIGCHLD, not on a timer
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGCHLD])
+    while True:
+        ended, status = os.waitpid(child, os.WNOHANG)
+        if ended:
+            break
+        stall = HEARTBEAT.stall()
+        if stall:
+            print(f"error: {where} stalled: {stall}; ending the job", file=sys.stderr, flush=True)
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)  # unreaped, it was seen to keep the launcher from ending the job
+            os._exit(STALL_EXIT)
+        signal.sigtimedwait([signal.SIGCHLD], WATCH_PERIOD)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         print(f"error: {where} was killed by {signal.Signals(sig).name}; ending the job", file=sys.stderr, flush=True)
         os._exit(128 + sig)
     code = os.WEXITSTATUS(status)
-    if code not in QUIET_EXIT_CODES:
+    # a rank stopped by a signal it was sent through here has said so itself
+    if code not in QUIET_EXIT_CODES and code - 128 not in forwarded:
         print(f"error: {where} exited with code {code}; ending the job", file=sys.stderr, flush=True)
     os._exit(code)

@@ -1,0 +1,166 @@
+"""
+Every fault ends the job, and an operator's stop stops it cleanly: one line says which,
+and nothing written is lost (a stalled rank is the supervisor's to name: supervisor.py).
+
+An uncaught exception in either thread of a rank (a full disk, a diverged loss, a bug)
+ends the job within seconds. The failing rank reports it to rank 0, which adds it to
+summary.json (complete stays false) and prints the one line that heads the job's output:
+    error: rank 3, thread mpi: OSError: [Errno 28] No space left on device: 'out/events-rank3.jsonl'
+The failing rank then exits with FAULT_EXIT, and the launcher ends the other ranks.
+Rank 0 prints only the first fault it hears of (a full disk fails every rank at once);
+a rank that rank 0 does not answer within REPORT_TIMEOUT prints its own line.
+
+SIGINT (one Ctrl-C on mpirun, which forwards it to every rank) or SIGTERM stops the
+run: each rank's threads stop, rank 0 collects every rank's counters (for at most
+GATHER_TIMEOUT), writes summary.json with complete: false and stopped: SIGINT, and says
+the run was interrupted; then every rank exits with 128 + the signal's number.
+"""
+import os
+import signal
+import sys
+import threading
+import time
+
+from mpi4py import MPI
+
+import supervisor
+from events import amend_summary, counter_totals
+
+TAG_FAULT, TAG_FAULT_SEEN, TAG_COUNTERS, TAG_SUMMARY_WRITTEN = 31, 32, 33, 34  # distinct from the engine's
+REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
+GATHER_TIMEOUT = 3.0   # seconds rank 0 waits for the counters of interrupted ranks
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_fault_reported = threading.Lock()  # the first fault of this rank reports; a second one waits for the end
+_headline_printed = threading.Lock()  # rank 0: the job's one error line is out
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached this rank. A BaseException: no `except Exception` of the run swallows it."""
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name = signum, signal.Signals(signum).name
+
+
+class InjectedFault(RuntimeError):
+    """Raised where MULTIWALK_FAULT asks (tests only)."""
+
+
+class Injection:
+    """Test-only faults: MULTIWALK_FAULT=RANK:THREAD:N:ACTION makes rank RANK's THREAD (mpi: at
+    its Nth poll; compute: in its Nth local update) raise InjectedFault (ACTION raise) or hang (hang)."""
+    def __init__(self, rank_id, spec=None):
+        self.spec = os.environ.get("MULTIWALK_FAULT", "") if spec is None else spec
+        self.thread, self.remaining, self.action = None, 0, None
+        if self.spec:
+            target, thread, count, action = self.spec.split(":")
+            if int(target) == rank_id:
+                self.thread, self.remaining, self.action = thread, int(count), action
+
+    def point(self, thread):
+        if thread != self.thread:
+            return
+        self.remaining -= 1
+        if self.remaining:
+            return
+        if self.action == "hang":
+            while True:
+                time.sleep(60)
+        raise InjectedFault(f"MULTIWALK_FAULT={self.spec}")
+
+
+def fault_line(rank_id, thread, error):
+    cause = (str(error).splitlines() or [""])[0]
+    return f"error: rank {rank_id}, thread {thread}: {type(error).__name__}" + (f": {cause}" if cause else "")
+
+
+def record_fault(cfg, line):
+    """Rank 0: the first fault of the job goes into summary.json and heads the output."""
+    if not _headline_printed.acquire(blocking=False):
+        return
+    try:
+        amend_summary(cfg["out"], complete=False, error=line[len("error: "):])
+    except OSError:  # a full disk: the line below says what happened
+        pass
+    print(line, file=sys.stderr, flush=True)
+
+
+def end_on_fault(comm, cfg, thread, error):
+    """Any thread of any rank, on an uncaught exception. Never returns."""
+    _fault_reported.acquire()
+    line = fault_line(comm.Get_rank(), thread, error)
+    if comm.Get_rank() == 0:
+        record_fault(cfg, line)
+    else:
+        report = [comm.Isend(line.encode(), 0, TAG_FAULT), comm.Irecv(bytearray(1), 0, TAG_FAULT_SEEN)]
+        if not completes(report, REPORT_TIMEOUT):
+            print(line, file=sys.stderr, flush=True)
+    os._exit(supervisor.FAULT_EXIT)
+
+
+def receive_fault(comm, cfg):
+    """Rank 0's communication thread: a fault another rank reports. Returns True if one came."""
+    status = MPI.Status()
+    if not comm.Iprobe(MPI.ANY_SOURCE, TAG_FAULT, status):
+        return False
+    message = bytearray(status.Get_count(MPI.BYTE))
+    comm.Recv(message, status.Get_source(), TAG_FAULT)
+    record_fault(cfg, message.decode())
+    comm.Send(bytearray(1), status.Get_source(), TAG_FAULT_SEEN)
+    return True
+
+
+def completes(requests, timeout):
+    """Whether all the requests complete within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not MPI.Request.testall(requests)[0]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def raise_interrupted(signum, frame):
+    for sig in STOP_SIGNALS:  # one stop at a time; a second Ctrl-C is the launcher's to act on
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def stop_on_signals(active=True):
+    """While training (active), SIGINT and SIGTERM raise Interrupted in the compute thread;
+    before and after, there is nothing to save and the rank exits at once."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, raise_interrupted if active else supervisor.exit_quietly_on_signal)
+
+
+def stop_on_interrupt(comm, cfg, log, clock, interrupted):
+    """Every rank, once its threads have stopped: rank 0 collects the counters, writes the summary
+    and says the run was interrupted; each rank exits once rank 0 has written it (or has not answered
+    in time). Never returns."""
+    code = 128 + interrupted.signum
+    if comm.Get_rank() != 0:
+        completes([comm.isend(dict(log.counters), 0, TAG_COUNTERS), comm.irecv(source=0, tag=TAG_SUMMARY_WRITTEN)],
+                  GATHER_TIMEOUT + REPORT_TIMEOUT)
+        os._exit(code)
+    counters, pending = {0: dict(log.counters)}, {r: comm.irecv(source=r, tag=TAG_COUNTERS) for r in range(1, comm.Get_size())}
+    deadline = time.monotonic() + GATHER_TIMEOUT
+    while pending and time.monotonic() < deadline:
+        for r, request in list(pending.items()):
+            done, value = request.test()
+            if done:
+                counters[r] = value
+                del pending[r]
+        time.sleep(0.01)
+    missing = dict(counters_missing=sorted(pending)) if pending else {}
+    try:
+        amend_summary(cfg["out"], complete=False, stopped=interrupted.name, wall_time_s=clock(),
+                      **counter_totals(counters.values()), **missing)
+        written = "summary.json holds the counters so far (complete: false)"
+    except OSError as e:
+        written = f"summary.json could not be written: {e}"
+    unheard = f"; ranks {', '.join(map(str, sorted(pending)))} did not answer" if pending else ""
+    print(f"interrupted: {interrupted.name} stopped the run at {clock():.1f}s{unheard}; {written}",
+          file=sys.stderr, flush=True)
+    completes([comm.isend(None, r, TAG_SUMMARY_WRITTEN) for r in counters if r], REPORT_TIMEOUT)
+    # not through MPI_Finalize: it fails on the sends left pending by the stop
+    os._exit(code)
