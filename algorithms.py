@@ -1,5 +1,5 @@
 """
-The learning rules of Multi-Walk and Asynchronous Gossip (SPEC §1, §2), as plain
+The learning rules of Multi-Walk and Asynchronous Gossip (SEMANTICS.md §1, §2), as plain
 functions of tensors and state. The MPI engine (distributed_training.py) and the
 simulator call exactly these; they know nothing about transport or time.
 """
@@ -148,7 +148,7 @@ def local_update(node, params, tau, lr):
 class Aggregator:
     """The aggregator's state: the global model x and, per walk, the snapshot s_r it left with.
     `joined` holds the walks whose snapshot is valid here: all of them at node 0 (every walk
-    starts from x0), none at a node that takes the role over after a failure (SPEC §6)."""
+    starts from x0), none at a node that takes the role over after a failure (SEMANTICS.md §6)."""
     def __init__(self, x0, num_walks, joined=None):
         self.global_model = x0.detach().clone()
         self.snapshots = [x0.detach().clone() for _ in range(num_walks)]
@@ -167,7 +167,7 @@ def merge_at_aggregator(agg, walk_id, walk_model):
 
 
 def adopt_at_aggregator(agg, walk_id, walk_model):
-    """A walk's first arrival at a new aggregator (SPEC §6): its model becomes the global model
+    """A walk's first arrival at a new aggregator (SEMANTICS.md §6): its model becomes the global model
     and its snapshot, with no merge; the walk leaves with it unchanged. This is the authors'
     rule: with no snapshot of the walk here, its progress has nothing to be measured against."""
     agg.global_model.copy_(walk_model)
@@ -227,7 +227,7 @@ def apply_delta(live, before, after):
 
 
 # -----------------------------------------------------------------------------
-# Failures (SPEC §6): a schedule of times that every rank knows, so no message announces them
+# Failures (SEMANTICS.md §6): a schedule of times that every rank knows, so no message announces them
 
 def failures_by(t, failure_times):
     """How many failures have happened by time t. The i-th failure time (0-based) fails node i:

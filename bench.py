@@ -9,7 +9,7 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
   the OS's lateness in waking a thread. Achieved local updates per second in the steady window
   (the run minus --trim seconds at either end) / ideal, where ideal is R/t for MW-R and V/t for
   gossip's compute. MW-R rows with R > 1 get a second ratio, "engine efficiency", against the
-  same walks' routes run with no overhead at all: walks that meet at a node queue there (SPEC §1),
+  same walks' routes run with no overhead at all: walks that meet at a node queue there (SEMANTICS.md §1),
   a cost of MW itself that R/t ignores. That ideal runs the walks in lock-step rounds of t;
   real timing jitter can spread them out and meet less often, so the ratio can exceed 1.
 - hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
@@ -75,7 +75,7 @@ def time_split(events, key, args):
 def contention_free_rate(args, walks):
     """Updates/s of MW-R on the same routes with a zero-overhead engine: hops are instant and
     every visit takes exactly t, so visits end in rounds k*t; a node serves one waiting walk
-    per round, the lowest id first, the others queue (SPEC §1)."""
+    per round, the lowest id first, the others queue (SEMANTICS.md §1)."""
     import algorithms
     import graphs
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)

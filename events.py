@@ -1,6 +1,6 @@
 """
 The one event logger: a JSON line per event, flushed line by line, and the one
-place that counts iterations, transfers and bytes (the paper's x-axes, SPEC §5).
+place that counts iterations, transfers and bytes (the paper's x-axes, SEMANTICS.md §5).
 Real runs and the simulator both write through it; plots and reports read it back.
 """
 import glob
@@ -66,7 +66,7 @@ class EventLog:
         self.write("self_loop", **fields)
 
     def relay(self, **fields):
-        """An MW walk passing through a failed node: forwarded with no local update (SPEC §6)."""
+        """An MW walk passing through a failed node: forwarded with no local update (SEMANTICS.md §6)."""
         with self.lock:
             self.counters["relays"] += 1
         self.write("relay", **fields)

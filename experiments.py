@@ -42,7 +42,7 @@ GOSSIP_RATES = {"gossip": {}, "gossip-b2b": dict(gossip_interval=0.0), "gossip-p
 # Algorithms are "mw<R>" or "gossip".
 PRESETS = dict(
     paper=dict(
-        about="the paper's grid (SPEC §7): CIFAR-10 + ResNet-20 on the paper's 20-node graphs, 15-minute runs",
+        about="the paper's grid (SEMANTICS.md §7): CIFAR-10 + ResNet-20 on the paper's 20-node graphs, 15-minute runs",
         flags=dict(task="cifar10", tau=5, lr=0.05, batch_size=32, warmup_time=120, train_time=900, eval_interval=30),
         grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", *GOSSIP_RATES])
               for kind in ("cycle", "complete", "erdos_renyi") for alpha in (10.0, 1.0, 0.1)],

@@ -1,5 +1,5 @@
 """
-Topologies for Multi-Walk (MW) and asynchronous gossip (SPEC sections 1-3).
+Topologies for Multi-Walk (MW) and asynchronous gossip (SEMANTICS.md sections 1-3).
 
 - build_graph / load_graph_json: cycle, complete, Erdos-Renyi or a JSON edge list
   {"num_nodes": V, "edges": [[u, v], ...]}; nodes are 0..V-1, always connected.
@@ -138,7 +138,7 @@ def mh_next_node(G_or_neighbors, current, rng, laziness=0.0):
     return int(proposal if accept else current)
 
 # -----------------------------------------------------------------------------
-# the bipartite active/passive split for asynchronous gossip (SPEC section 2)
+# the bipartite active/passive split for asynchronous gossip (SEMANTICS.md section 2)
 
 def _connected_independent_set(G):
     """

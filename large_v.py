@@ -1,5 +1,5 @@
 """
-The large-V study: the four claims of SPEC §8 at V = 20, 50, 100 nodes on cycle,
+The large-V study: the four claims of SEMANTICS.md §8 at V = 20, 50, 100 nodes on cycle,
 Erdos-Renyi and complete graphs, on the virtual clock of simulate.py, several
 seeds per run, judged with the intervals and verdict rules of claims.py (the
 ones report.py uses for MPI runs).
@@ -241,7 +241,7 @@ def draw_curves(results, figure_dir, metric, target):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description="Simulate SPEC §8's claims at V = 20, 50, 100.")
+    parser = argparse.ArgumentParser(description="Simulate SEMANTICS.md §8's claims at V = 20, 50, 100.")
     parser.add_argument("--report", default="runs/large_v/report.md", help="the markdown section to write")
     parser.add_argument("--figures", default="runs/large_v", help="folder of the PNGs and results.json")
     parser.add_argument("--runs", default="runs/large_v/runs", help="folder of the simulated runs' outputs")

@@ -1,5 +1,5 @@
 """
-MultiNLI + OPT (SPEC §4): the paper's LLM task, causal-LM fine-tuning of a local
+MultiNLI + OPT (SEMANTICS.md §4): the paper's LLM task, causal-LM fine-tuning of a local
 OPT checkpoint (e.g. facebook/opt-125m saved with save_pretrained), fully offline.
 
 Every example becomes one text, tokenized by the checkpoint's own tokenizer,

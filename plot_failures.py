@@ -1,5 +1,5 @@
 """
-Test accuracy against time for runs with failures (SPEC §6), a dashed line at each
+Test accuracy against time for runs with failures (SEMANTICS.md §6), a dashed line at each
 failure; runs of the same algorithm without failures are drawn dotted, for reference.
 
     mpirun -n 6 python main.py --walks 4 --train-time 30 --eval-interval 1 --failure-times 10 20 --out runs/fail-mw

@@ -2,7 +2,7 @@
 The paper's panels from event logs: test loss and test accuracy of the evaluated
 model against time, iterations (local updates over all nodes), communication
 (GB sent over all nodes, log scale) and cumulative compute time, the mean and a
-+-std band over seeds, one curve per algorithm (SPEC §5); and the throughput
++-std band over seeds, one curve per algorithm (SEMANTICS.md §5); and the throughput
 figure of claim 3.
 
     python plots.py runs/cpu --out runs/cpu/figures       # every setting found under runs/cpu

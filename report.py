@@ -1,5 +1,5 @@
 """
-REPORT.md from finished runs: the four claims of SPEC §8, the per-seed measures
+REPORT.md from finished runs: the four claims of SEMANTICS.md §8, the per-seed measures
 that test each one, their means with bootstrap 95% intervals, and a verdict
 computed from the intervals by the rules of claims.py, stated in the report.
 
@@ -86,7 +86,7 @@ def write_report(runs, metric, target, out_dir, title, command):
           "(time of the last - time of the first).", "",
           "Verdict rules (claims.py): " + claims.rules_text(metric, target), "",
           "## Claims", "",
-          "| # | claim (SPEC §8) | measured: A/B ratio of means [95% CI] | verdict |", "|---|---|---|---|"]
+          "| # | claim (SEMANTICS.md §8) | measured: A/B ratio of means [95% CI] | verdict |", "|---|---|---|---|"]
     md += [f"| {i} | {claim} | {measured} | **{verdict}** |" for i, (claim, measured, verdict) in enumerate(rows, 1)]
     md += ["", "## 1. Cycle: iterations to target", "", cycle["note"] or claims.pair_table(cycle["pairs"]),
            "", "## 2. Complete graph: iterations to target", "", complete["note"] or claims.pair_table(complete["pairs"]),

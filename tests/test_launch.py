@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 JOBS = ("cifar_job.yaml", "mnli_job.yaml")
 ROLES = ("Launcher", "Worker")
 
-# the paper's two configurations (SPEC §4, §7)
+# the paper's two configurations (SEMANTICS.md §4, §7)
 PAPER = {
     "cifar_job.yaml": dict(task="cifar10", graph="configs/paper/cycle_graph_20_nodes.json", walks=10, tau=5,
                            lr=0.05, batch_size=32, partition="dirichlet", alpha=0.1, train_time=900.0,

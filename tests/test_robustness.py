@@ -1,4 +1,4 @@
-"""Failures (SPEC §6), crashes, checkpoint/resume and bad input, under real mpirun."""
+"""Failures (SEMANTICS.md §6), crashes, checkpoint/resume and bad input, under real mpirun."""
 import json
 import os
 import random
@@ -52,7 +52,7 @@ def evals_of(events):
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_two_failures_on_six_ranks(tmp_path, algorithm):
     """MW-4 loses its aggregator twice, gossip loses nodes 0 and 1: both finish, keep learning
-    after each failure, evaluate where SPEC §6 says, and every rank logs both failures."""
+    after each failure, evaluate where SEMANTICS.md §6 says, and every rank logs both failures."""
     failure_times, train_time = [3.0, 6.0], 9.0
     result = run_main(6, ["--algorithm", algorithm, "--walks", 4, "--graph", "cycle", "--train-time", train_time,
                           "--failure-times", *failure_times, "--out", tmp_path, *FAST, "--eval-interval", 0.5],
