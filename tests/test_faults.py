@@ -13,7 +13,7 @@ import pytest
 
 import data
 from events import EventLog, read_events
-from helpers import REPO, read_summary, run_main
+from conftest import REPO, read_summary, run_main
 from test_data import write_cifar_folder
 from test_engine import FAST, counters_from_events
 
