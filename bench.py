@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-import mpirun
+import mpirun as mpirun_lib
 import runs
 from events import read_events
 
@@ -35,8 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def mpirun(nodes, script, argv, seconds):
     """Run `script` on `nodes` MPI ranks; returns its stdout, or exits with its error."""
-    cmd = mpirun.command(nodes, os.path.join(HERE, script), argv)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=mpirun.environment(), timeout=seconds + 300)  # + start-up
+    cmd = mpirun_lib.command(nodes, os.path.join(HERE, script), argv)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=mpirun_lib.environment(), timeout=seconds + 300)  # + start-up
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed with code {done.returncode}:\n{done.stderr[-2000:]}")
     return done.stdout

@@ -10,11 +10,10 @@ become dashes). Flags and --out are checked on every rank before torch is even
 imported, then graph and data; a bad value prints one line on rank 0 and every
 rank exits with code 2. Rank 0 prints one `[start]` line per start-up phase.
 """
-import os
 import sys
 import time
 
-from config import config  # the run's global config: every key is a flag (python main.py --help)
+from config import config  # noqa: F401  the run's global config: every key is a flag (python main.py --help)
 import run_folder
 import runs
 from agreement import all_agree, first_line, polite_barrier

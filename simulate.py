@@ -251,7 +251,7 @@ def simulate(cfg, run, verbose=True):
     clock = VirtualClock()
     logs = [EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(num_nodes)]
     net = Network(cfg, run, nodes, logs, clock)
-    driver = DRIVERS[net.protocols[0].kind](net)
+    DRIVERS[net.protocols[0].kind](net)  # schedules the first events; the clock runs them
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
 
     def evaluate(v, params, model="node0"):

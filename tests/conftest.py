@@ -19,10 +19,11 @@ def run_main(num_ranks, args, timeout=120, script="main.py", pythonpath=None):
                           timeout=timeout, env=env)
 
 
-def start_main(num_ranks, args, script="main.py"):
-    """The same, started in the background: the caller waits for it (and kills it on a hang)."""
-    return subprocess.Popen(mpirun.command(num_ranks, script, args), cwd=REPO, text=True, env=mpirun.environment(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def start_main(num_ranks, args, script="main.py", **env):
+    """The same, started in the background: the caller waits for it (and kills it on a hang).
+    `env`: extra environment variables (a test-only fault hook, say)."""
+    return subprocess.Popen(mpirun.command(num_ranks, script, args), cwd=REPO, text=True,
+                            env=dict(mpirun.environment(), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def read_summary(out_dir):

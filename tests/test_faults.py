@@ -5,7 +5,6 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -13,15 +12,9 @@ import pytest
 
 import data
 from events import EventLog, read_events
-from conftest import REPO, read_summary, run_main
+from conftest import read_summary, run_main, start_main
 from test_data import write_cifar_folder
 from test_engine import FAST, counters_from_events
-
-
-def launch(num_ranks, args, **env):
-    command = ["mpirun", "-n", str(num_ranks), sys.executable, "main.py", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
-    return subprocess.Popen(command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_for_updates(job, out, rank=1, updates=3, timeout=120):
@@ -54,7 +47,7 @@ def error_lines(stderr):
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop):
-    job = launch(4, ["--train-time", 300, "--out", tmp_path, *FAST])
+    job = start_main(4, ["--train-time", 300, "--out", tmp_path, *FAST])
     wait_for_updates(job, tmp_path)
     job.send_signal(stop)
     took, stdout, stderr = ended_within(job, 30)
@@ -73,7 +66,7 @@ def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop):
 @pytest.mark.parametrize("rank,thread,count", [(2, "mpi", 300), (1, "compute", 5), (0, "mpi", 300)],
                          ids=["rank2-mpi", "rank1-compute", "rank0-mpi"])
 def test_exception_in_a_thread_ends_the_job_in_one_line(tmp_path, rank, thread, count):
-    job = launch(4, ["--train-time", 300, "--out", tmp_path, *FAST], MULTIWALK_FAULT=f"{rank}:{thread}:{count}:raise")
+    job = start_main(4, ["--train-time", 300, "--out", tmp_path, *FAST], MULTIWALK_FAULT=f"{rank}:{thread}:{count}:raise")
     wait_for_updates(job, tmp_path, rank=3)
     took, stdout, stderr = ended_within(job, 60)
     print(f"fault in rank {rank}'s {thread} thread: job ended {took:.2f} s after it had trained, exit {job.returncode}")
@@ -88,7 +81,7 @@ def test_exception_in_a_thread_ends_the_job_in_one_line(tmp_path, rank, thread, 
 # ----------------------------------------------------------------------------- stalls
 
 def test_stopped_rank_is_named_by_the_watchdog(tmp_path):
-    job = launch(4, ["--train-time", 300, "--stall-timeout", 5, "--out", tmp_path, *FAST])
+    job = start_main(4, ["--train-time", 300, "--stall-timeout", 5, "--out", tmp_path, *FAST])
     pid = wait_for_updates(job, tmp_path, rank=2)
     os.kill(pid, signal.SIGSTOP)
     took, stdout, stderr = ended_within(job, 60)
@@ -101,7 +94,7 @@ def test_stopped_rank_is_named_by_the_watchdog(tmp_path):
 
 
 def test_hung_local_update_is_named_by_the_watchdog(tmp_path):
-    job = launch(4, ["--train-time", 300, "--stall-timeout", 5, "--out", tmp_path, *FAST],
+    job = start_main(4, ["--train-time", 300, "--stall-timeout", 5, "--out", tmp_path, *FAST],
                  MULTIWALK_FAULT="1:compute:20:hang")
     wait_for_updates(job, tmp_path, rank=3)
     took, stdout, stderr = ended_within(job, 60)
@@ -124,7 +117,7 @@ def small_disk(tmp_path):
 
 
 def test_full_disk_ends_the_job_in_one_line_and_leaves_no_stray_files(small_disk):
-    job = launch(4, ["--train-time", 300, "--out", small_disk, *FAST, "--eval-interval", 0.5])
+    job = start_main(4, ["--train-time", 300, "--out", small_disk, *FAST, "--eval-interval", 0.5])
     took, stdout, stderr = ended_within(job, 120)
     lines = error_lines(stderr)
     print(f"full disk: job ended {took:.2f} s after launch, exit {job.returncode}: {lines}")
@@ -185,7 +178,7 @@ def test_mw_killed_late_and_resumed_matches_the_uninterrupted_counters(tmp_path)
     whole = run_main(4, [*flags, "--out", tmp_path / "whole"], timeout=600)
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "killed"
-    job = launch(4, [*flags, "--out", out])
+    job = start_main(4, [*flags, "--out", out])
     pid = wait_for_updates(job, out)
     while job.poll() is None:  # late: after a checkpoint taken when most of the budget is spent
         latest = out / "checkpoint" / "latest.json"
