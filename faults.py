@@ -28,6 +28,7 @@ from events import amend_summary, counter_totals
 
 TAG_FAULT, TAG_FAULT_SEEN, TAG_COUNTERS, TAG_SUMMARY_WRITTEN = 31, 32, 33, 34  # distinct from the engine's
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
+PEER_DEATH_GRACE = 3.0  # an MPI error is mostly a peer that died: its supervisor names it, the launcher ends us first
 GATHER_TIMEOUT = 3.0   # seconds rank 0 waits for the counters of interrupted ranks
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -88,6 +89,8 @@ def record_fault(cfg, line):
 def end_on_fault(comm, cfg, thread, error):
     """Any thread of any rank, on an uncaught exception. Never returns."""
     _fault_reported.acquire()
+    if isinstance(error, MPI.Exception):
+        time.sleep(PEER_DEATH_GRACE)  # if a peer died, the job ends now with its name, not with our symptom
     line = fault_line(comm.Get_rank(), thread, error)
     if comm.Get_rank() == 0:
         record_fault(cfg, line)

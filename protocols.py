@@ -227,7 +227,8 @@ class GossipNode:
       live + pending and adds the pending delta after averaging (so the peer sees half of it
       and the node all of it: 1.5 times in all). An update starts from live + pending; a delta
       that finds the previous one still pending waits, and so does the compute: a passive node
-      updates about once per exchange it serves.
+      updates about once per exchange it serves. Once no exchange can come any more (the active
+      neighbours spent their share of an iteration budget, or failed), a node folds its deltas in itself.
     - immediate: the delta lands on the live model as soon as the update ends, after whatever
       averaging happened meanwhile (stale-gradient AD-PSGD).
     Exchange pacing (--gossip-interval): an active node starts an exchange at most every
@@ -258,6 +259,10 @@ class GossipNode:
     def failed(self, now):
         return algorithms.is_failed(self.node_id, now, self.failure_times)
 
+    def exchanges_over(self, now):
+        """No exchange will reach or leave this node any more (its partners failed or are done)."""
+        return (not self.live_partners(now)) if self.active else self.serving_over()
+
     def live_partners(self, now):
         return [j for j in self.neighbors if not algorithms.is_failed(j, now, self.failure_times)]
 
@@ -270,17 +275,16 @@ class GossipNode:
             self.computing = False
             return None
         if self.unpublished is not None:
-            # nothing will consume the pending delta any more: this node's updates are over
-            if (not self.live_partners(now)) if self.active else self.serving_over():
-                self.computing = False
-                return None
-            return BLOCKED
+            if not self.exchanges_over(now):
+                return BLOCKED
+            self.consume_pending()  # no exchange will consume them any more: this node folds its deltas in
+            self.consume_pending()
         start = self.live if self.pending is None else self.live + self.pending
         return start.clone(), algorithms.lr_at(now, self.cfg)
 
     def after_update(self, before, after, loss, duration, now):
         check_loss(loss, self.node_id, now)
-        if not self.authors_coupling:
+        if not self.authors_coupling or (self.pending is None and self.exchanges_over(now)):
             algorithms.apply_delta(self.live, before, after)
         elif self.pending is None:
             self.pending = after - before

@@ -86,7 +86,7 @@ def test_every_preset_expands_to_valid_main_flags():
         for run in runs:
             cfg = config.parse_config(experiments.argv_of(run["flags"]), check_paths=False)
             assert cfg["walks"] <= run["nodes"]
-    assert len(experiments.expand(experiments.PRESETS["paper"])) == 3 * 3 * 5 * 3
+    assert len(experiments.expand(experiments.PRESETS["paper"])) == 3 * 3 * (4 + len(experiments.GOSSIP_RATES)) * 3
 
 
 def recompute_to_target(run_dir, target):
@@ -138,9 +138,9 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
     claim1 = markdown_rows(text, "1 ")[0]
     assert claim1[-1] == "**inconclusive**"
     ratio = recomputed["mw2"] / recomputed["gossip"]
-    assert f"MW-2/gossip (back to back) on cycle V=4 alpha=1: {ratio:.2f} [{ratio:.2f}, {ratio:.2f}]" in claim1[2]
+    assert f"MW-2/gossip (authors-like, 0.045 s) on cycle V=4 alpha=1: {ratio:.2f} [{ratio:.2f}, {ratio:.2f}]" in claim1[2]
     pair_row = markdown_rows(text, "cycle, V=4")[0]
-    assert pair_row[1:5] == ["MW-2", "gossip (back to back)", str(recomputed["mw2"]), str(recomputed["gossip"])]
+    assert pair_row[1:5] == ["MW-2", "gossip (authors-like, 0.045 s)", str(recomputed["mw2"]), str(recomputed["gossip"])]
     for png in glob.glob(str(report_dir / "figures" / "*.png")):
         assert os.path.isfile(png[:-4] + ".csv") or png.endswith("throughput.png")
     assert glob.glob(str(report_dir / "figures" / "digits-cycle-V4-a1.png"))

@@ -306,7 +306,7 @@ def doc_commands():
     """The multi-node commands (mpirun with a hostfile) of the README's code blocks that run main.py."""
     text = (ROOT / "README.md").read_text()
     commands = []
-    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
             if "main.py" in line and "hostfile" in line:
                 commands.append(line.strip())

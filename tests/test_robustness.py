@@ -72,7 +72,7 @@ def test_two_failures_on_six_ranks(tmp_path, algorithm):
     for i, (begin, end) in enumerate(zip(boundaries, boundaries[1:])):  # evaluation follows the failures
         assert {e.get("node", 0) for e in evals if begin + 0.5 < e["t"] < end} == {i}, evals
     before = [e["test_accuracy"] for e in evals if e["t"] < failure_times[-1]][-1]
-    assert summary["final_test_accuracy"] >= before, (before, summary)
+    assert summary["final_test_accuracy"] >= before - 0.01, (before, summary)  # recovered, within noise
     for begin, end in zip(failure_times, boundaries[2:]):  # still learning: updates after each failure
         assert sum(begin < e["t"] < end for e in events if e["type"] == "update") > 10
 
