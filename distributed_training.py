@@ -388,6 +388,9 @@ class Rank:
             torch.cuda.synchronize(self.node.device)
         supervisor.HEARTBEAT.update_ended()
         duration = time.perf_counter() - started
+        if self.rank == 0 and not self.longest_update:  # the last start-up phase: training runs
+            print(f"[start] first local update done: {duration * 1000:.0f} ms "
+                  f"({time.time() - self.run['started']:.1f} s)", flush=True)
         self.longest_update = max(self.longest_update, duration)
         return loss, duration
 
@@ -647,6 +650,9 @@ def start_rank(comm, cfg, run):
     rank_id = comm.Get_rank()
     device = pick_device(cfg, comm)
     node = algorithms.make_node(cfg, run, rank_id, device)
+    if rank_id == 0:
+        print(f"[start] model built: {models.num_params(node.model):,} parameters on {device} "
+              f"({time.time() - run['started']:.1f} s)", flush=True)
     resume = run.get("resume")  # this rank's checkpoint (main.py loads it for --resume)
     polite_barrier(comm)
     elapsed = resume["meta"]["elapsed"] if resume else 0.0

@@ -74,6 +74,7 @@ def main(argv):
         print(plan_text(cfg, run), flush=True)
     polite_barrier(comm)  # the previous run's files are gone before any rank opens its event log
     import distributed_training
+    run["started"] = STARTED  # the engine's own start-up lines count from the launch too
     distributed_training.train(comm, cfg, run)
     if comm.Get_rank() == 0:
         print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)

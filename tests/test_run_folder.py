@@ -32,6 +32,8 @@ def test_overwrite_removes_the_other_runs_files(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"[start] MPI up: 2 ranks; flags and --out {tmp_path} checked (")
     assert "\n[start] data loaded: digits, 1438 train / 359 test, graph cycle (" in result.stdout
+    assert "\n[start] model built: " in result.stdout and " parameters on cpu (" in result.stdout
+    assert "\n[start] first local update done: " in result.stdout
     assert read_summary(tmp_path)["complete"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".lock", "config.json", "events-rank0.jsonl", "events-rank1.jsonl", "notes.txt", "summary.json"]
