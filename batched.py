@@ -81,31 +81,30 @@ class BatchedUpdates:
         self.loss_module = LossOf(template, first.loss_fn)
         self.param_names = [name for name, _ in template.named_parameters()]  # flatten_params order
         self.shapes = [p.shape for p in template.parameters()]
-        self.buffer_names = [name for name, _ in template.named_buffers()]
-        settings = {p: group for group in first.optimizer.param_groups for p in group["params"]}
-        self.groups = [settings[p] for p in first.model.parameters()]  # per parameter: momentum, nesterov, wd
-        self.param_bank = self.make_bank(lambda node: node.model.named_parameters(), set_row=set_param_row)
-        self.buffer_bank = self.make_bank(lambda node: node.model.named_buffers(), set_row=set_buffer_row)
-        self.momentum_bank = {}
-        for i, (name, param, group) in enumerate(zip(self.param_names, first.model.parameters(), self.groups)):
-            if group["momentum"]:
-                rows = [node.optimizer.state.get(list(node.model.parameters())[i], {}).get("momentum_buffer")
-                        for node in nodes]
-                self.momentum_bank[name] = torch.stack([torch.zeros_like(param) if row is None else row.detach()
-                                                        for row in rows])
+        # per parameter, as torch.optim.SGD reads them: momentum, nesterov, weight_decay (every node's
+        # optimizer is built alike by algorithms.make_node, so node 0's groups stand for all)
+        group_of = {p: group for group in first.optimizer.param_groups for p in group["params"]}
+        self.groups = [group_of[p] for p in first.model.parameters()]
+        self.param_bank = self.make_bank(lambda node: node.model.named_parameters(), set_param_row)
+        self.buffer_bank = self.make_bank(lambda node: node.model.named_buffers(), set_buffer_row)
+        # a node that has not stepped yet has no buffer: zeros, with which buf = momentum buf + d_p is torch's buf = d_p
+        buffers_by_node = [[node.optimizer.state.get(p, {}).get("momentum_buffer") for p in node.model.parameters()]
+                           for node in nodes]
+        self.momentum_bank = {
+            name: torch.stack([torch.zeros_like(self.param_bank[name][0]) if buffers[i] is None else buffers[i].detach()
+                               for buffers in buffers_by_node])
+            for i, (name, group) in enumerate(zip(self.param_names, self.groups)) if group["momentum"]}
         # per node: loss and gradients at its own parameters and BatchNorm buffers (updated in place)
         self.loss_and_grads = vmap(grad_and_value(
             lambda params, buffers, bx, by: functional_call(self.loss_module, (params, buffers), (bx, by))))
 
     def make_bank(self, named_tensors, set_row):
         """Stack every node's tensors by name; each node's module then holds views of its row."""
-        bank = {}
-        names = [name for name, _ in named_tensors(self.nodes[0])]
-        for name in names:
-            bank[name] = torch.stack([dict(named_tensors(node))[name].detach() for node in self.nodes])
+        tensors_by_node = [dict(named_tensors(node)) for node in self.nodes]
+        bank = {name: torch.stack([tensors[name].detach() for tensors in tensors_by_node]) for name in tensors_by_node[0]}
         for v, node in enumerate(self.nodes):
-            for name in names:
-                set_row(node.model, name, bank[name][v])
+            for name, stacked in bank.items():
+                set_row(node.model, name, stacked[v])
         return bank
 
     def submit(self, node_id, params, lr):
