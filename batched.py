@@ -10,10 +10,11 @@ one stacked tensor per name (a "bank", first dimension = node); the node's own
 module and optimizer state hold views of its row, so evaluation and anything else
 that reads a node sees what the sequential path (algorithms.local_update) leaves.
 
-The optimizer step is torch.optim.SGD's (PyTorch 2.x single-tensor path), read per
-parameter from the node's param_groups: d_p = g + wd p; buf = momentum buf + d_p
-(a missing buffer counts as zero, which gives torch's buf = d_p); nesterov:
-d_p = d_p + momentum buf, else d_p = buf; p -= lr d_p.
+The optimizer step is torch.optim.SGD's (PyTorch 2.x single-tensor path), its settings
+read per parameter from the node's param_groups (the lr is the update's, as local_update
+sets it): d_p = g + wd p; buf = momentum buf + d_p (a missing buffer counts as zero,
+which gives torch's buf = d_p); nesterov: d_p = d_p + momentum buf, else d_p = buf;
+p -= lr d_p.
 """
 import contextlib
 import copy
@@ -130,7 +131,7 @@ class BatchedUpdates:
             offset += shape.numel()
         buffers = {"model." + name: bank[rows] for name, bank in self.buffer_bank.items()}
         momentum = {name: bank[rows] for name, bank in self.momentum_bank.items()}
-        # lr per node, shaped to broadcast over each parameter's own dimensions
+        # every parameter group steps at the update's lr, as local_update sets it
         lrs = torch.tensor([u.lr for u in updates], device=self.device)
         total_loss = torch.zeros(count, device=self.device)
         for step in range(self.tau):

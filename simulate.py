@@ -146,7 +146,7 @@ class WalkDriver:
                 net.protocols[0].walk_retired()
             elif action == protocols.SEND:
                 net.clock.after(net.transfer_time, self.arrive, detail, walk)
-            else:  # COMPUTE: computed now, seen at the end; v serves one walk at a time, so nothing else touches its state
+            else:  # COMPUTE, seen at the end; v serves one walk at a time, so nothing else touches its state
                 outcome, duration = net.update(v, walk.params, detail)
                 self.busy[v] = True
                 net.clock.after(duration, self.finish_visit, v, walk, outcome, duration)
