@@ -30,12 +30,16 @@ import numpy as np
 import torch
 
 import algorithms
+import batched
 import config
 import setup_run
 import models
 import protocols
 import runs
 from events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
+
+# compute the local updates in flight together (batched.py) where the task allows; tests flip it
+BATCHED = True
 
 
 class VirtualClock:
@@ -76,6 +80,9 @@ class Network:
         self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
         for when in cfg["failure_times"]:
             clock.at(when, self.log_failures)
+        # a measured duration is the wall time of the update itself, so it cannot wait for a batch
+        self.batch = (batched.BatchedUpdates(nodes, cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
+                      and all(map(batched.can_batch, nodes)) else None)
 
     def carry(self, params):
         """A model as a message carries it: a copy in the transfer dtype."""
@@ -86,15 +93,29 @@ class Network:
             protocol.failures.passed(self.clock.now, log)
 
     def update(self, v, params, lr):
-        """Node v's local update on `params` (no SGD with --emulate-params: pure timing studies),
-        computed now; returns (loss, virtual duration)."""
+        """Node v's local update on `params` (no SGD with --emulate-params: pure timing studies);
+        returns (outcome, virtual duration). The outcome is the loss, computed now, or with batching
+        a batched.PendingUpdate: `loss(outcome)` computes it (and `params`) when the clock needs it."""
         cfg, started = self.cfg, time.perf_counter()
-        loss = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
+        if self.batch is not None:
+            outcome = self.batch.submit(v, params, lr)
+        else:
+            outcome = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
         if cfg["compute_time_dist"] == "fixed":
-            return loss, cfg["compute_time_mean"]
+            return outcome, cfg["compute_time_mean"]
         if cfg["compute_time_dist"] == "exponential":
-            return loss, float(self.duration_rngs[v].exponential(cfg["compute_time_mean"]))
-        return loss, time.perf_counter() - started  # measured
+            return outcome, float(self.duration_rngs[v].exponential(cfg["compute_time_mean"]))
+        return outcome, time.perf_counter() - started  # measured
+
+    @staticmethod
+    def loss(outcome):
+        """The loss of a finished update (update's outcome); its params hold the result from then on."""
+        return outcome.loss() if isinstance(outcome, batched.PendingUpdate) else outcome
+
+    def settle(self):
+        """Compute the updates in flight: a node's BatchNorm statistics are read as the sequential path leaves them."""
+        if self.batch is not None:
+            self.batch.flush()
 
 
 # -----------------------------------------------------------------------------
@@ -126,16 +147,16 @@ class WalkDriver:
                 net.protocols[0].walk_retired()
             elif action == protocols.SEND:
                 net.clock.after(net.transfer_time, self.arrive, detail, walk)
-            else:  # COMPUTE: computed now, seen at the end; v serves one walk at a time, so nothing else touches its state
-                loss, duration = net.update(v, walk.params, detail)
+            else:  # COMPUTE, seen at the end; v serves one walk at a time, so nothing else touches its state
+                outcome, duration = net.update(v, walk.params, detail)
                 self.busy[v] = True
-                net.clock.after(duration, self.finish_visit, v, walk, loss, duration)
+                net.clock.after(duration, self.finish_visit, v, walk, outcome, duration)
                 return
 
-    def finish_visit(self, v, walk, loss, duration):
+    def finish_visit(self, v, walk, outcome, duration):
         net = self.net
         self.busy[v] = False
-        step = net.protocols[v].after_update(walk, loss, duration, net.clock.now)
+        step = net.protocols[v].after_update(walk, net.loss(outcome), duration, net.clock.now)
         if step is not None:
             net.clock.after(net.transfer_time, self.arrive, step[2], step[1])
         self.serve(v)
@@ -173,11 +194,11 @@ class GossipDriver:
             return
         before, lr = start
         after = before.clone()
-        loss, duration = net.update(v, after, lr)
-        net.clock.after(duration, self.finish_update, v, before, after, loss, duration)
+        outcome, duration = net.update(v, after, lr)
+        net.clock.after(duration, self.finish_update, v, before, after, outcome, duration)
 
-    def finish_update(self, v, before, after, loss, duration):
-        self.net.protocols[v].after_update(before, after, loss, duration, self.net.clock.now)
+    def finish_update(self, v, before, after, outcome, duration):
+        self.net.protocols[v].after_update(before, after, self.net.loss(outcome), duration, self.net.clock.now)
         self.next_exchange(v)  # a waiting exchanger may go on
         self.start_update(v)
 
@@ -256,6 +277,7 @@ def simulate(cfg, run, verbose=True):
 
     def evaluate(v, params, model="node0"):
         """The EVAL_METRICS of `params` at node v, logged at node 0 like the engine's Evaluator."""
+        net.settle()
         if v not in measures:
             measures[v] = algorithms.make_evaluate(cfg, run, nodes[v])
         models.load_flat_params(nodes[v].model, params)

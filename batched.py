@@ -1,0 +1,180 @@
+"""
+Batched local updates for the simulator: the local updates in flight at one virtual
+moment have fixed inputs (the model each started from, its node's optimizer state,
+BatchNorm statistics and next batches, its lr), so they are computed together, as
+one vectorized computation over the nodes (torch.func.vmap of grad over
+functional_call), when the clock first needs one of their results.
+
+Every node's model parameters, SGD momentum buffers and BatchNorm buffers live in
+one stacked tensor per name (a "bank", first dimension = node); the node's own
+module and optimizer state hold views of its row, so evaluation and anything else
+that reads a node sees what the sequential path (algorithms.local_update) leaves.
+
+The optimizer step is torch.optim.SGD's (PyTorch 2.x single-tensor path), its settings
+read per parameter from the node's param_groups (the lr is the update's, as local_update
+sets it): d_p = g + wd p; buf = momentum buf + d_p (a missing buffer counts as zero,
+which gives torch's buf = d_p); nesterov: d_p = d_p + momentum buf, else d_p = buf;
+p -= lr d_p.
+"""
+import contextlib
+import copy
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call, grad_and_value, vmap
+
+
+def can_batch(node):
+    """Whether node's local update is one this module computes exactly as local_update does:
+    a real model (not an emulated one) under plain SGD (no dampening, no maximize: Adam for
+    mnli is left to the sequential path)."""
+    optimizer = node.optimizer
+    return (node.emulate_compute is None and type(optimizer) is torch.optim.SGD
+            and all(group["dampening"] == 0 and not group["maximize"] for group in optimizer.param_groups)
+            and all(p.requires_grad for p in node.model.parameters()))
+
+
+@contextlib.contextmanager
+def aten_kernels():
+    """No oneDNN on the CPU: in torch 2.13 its grouped convolution (what vmap makes of a conv over
+    stacked weights) gave ResNet-20's first-layer weight gradients a relative error of 3e-3, and
+    even its plain convolution gave one of 3e-2 on some batches, against float64; ATen's own
+    kernels stay within 1e-5."""
+    enabled = torch.backends.mkldnn.set_flags(False)[0]
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.set_flags(enabled)
+
+
+class LossOf(nn.Module):
+    """A node's loss as a module, so functional_call can swap in every node's parameters."""
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, bx, by):
+        return self.loss_fn(self.model, bx, by)
+
+
+class PendingUpdate:
+    """One node's local update, computed with the others in flight when its loss is first asked for."""
+    __slots__ = ("batch", "node_id", "params", "lr", "mean_loss")
+
+    def __init__(self, batch, node_id, params, lr):
+        self.batch, self.node_id, self.params, self.lr, self.mean_loss = batch, node_id, params, lr, None
+
+    def loss(self):
+        """The update's mean loss over its tau steps; its params hold the result from then on."""
+        if self.mean_loss is None:
+            self.batch.flush()
+        return self.mean_loss
+
+
+class BatchedUpdates:
+    """The local updates of nodes that share one architecture, task and optimizer settings."""
+    def __init__(self, nodes, tau):
+        self.nodes, self.tau = nodes, tau
+        self.pending = []  # PendingUpdate, at most one per node (a node computes one update at a time)
+        first = nodes[0]
+        self.device = first.device
+        template = copy.deepcopy(first.model).train()
+        self.loss_module = LossOf(template, first.loss_fn)
+        self.param_names = [name for name, _ in template.named_parameters()]  # flatten_params order
+        self.shapes = [p.shape for p in template.parameters()]
+        # per parameter, as torch.optim.SGD reads them: momentum, nesterov, weight_decay (every node's
+        # optimizer is built alike by algorithms.make_node, so node 0's groups stand for all)
+        group_of = {p: group for group in first.optimizer.param_groups for p in group["params"]}
+        self.groups = [group_of[p] for p in first.model.parameters()]
+        self.param_bank = self.make_bank(lambda node: node.model.named_parameters(), set_param_row)
+        self.buffer_bank = self.make_bank(lambda node: node.model.named_buffers(), set_buffer_row)
+        # a node that has not stepped yet has no buffer: zeros, with which buf = momentum buf + d_p is torch's buf = d_p
+        buffers_by_node = [[node.optimizer.state.get(p, {}).get("momentum_buffer") for p in node.model.parameters()]
+                           for node in nodes]
+        self.momentum_bank = {
+            name: torch.stack([torch.zeros_like(self.param_bank[name][0]) if buffers[i] is None else buffers[i].detach()
+                               for buffers in buffers_by_node])
+            for i, (name, group) in enumerate(zip(self.param_names, self.groups)) if group["momentum"]}
+        # per node: loss and gradients at its own parameters and BatchNorm buffers (updated in place)
+        self.loss_and_grads = vmap(grad_and_value(
+            lambda params, buffers, bx, by: functional_call(self.loss_module, (params, buffers), (bx, by))))
+
+    def make_bank(self, named_tensors, set_row):
+        """Stack every node's tensors by name; each node's module then holds views of its row."""
+        tensors_by_node = [dict(named_tensors(node)) for node in self.nodes]
+        bank = {name: torch.stack([tensors[name].detach() for tensors in tensors_by_node]) for name in tensors_by_node[0]}
+        for v, node in enumerate(self.nodes):
+            for name, stacked in bank.items():
+                set_row(node.model, name, stacked[v])
+        return bank
+
+    def submit(self, node_id, params, lr):
+        """Node node_id's tau steps from the flat vector `params` (overwritten with the result, as
+        local_update does) at this lr; computed at the next flush."""
+        update = PendingUpdate(self, node_id, params, lr)
+        self.pending.append(update)
+        return update
+
+    def flush(self):
+        """Compute every pending update together."""
+        if not self.pending:
+            return
+        updates, self.pending = self.pending, []
+        rows = torch.tensor([u.node_id for u in updates], device=self.device)
+        count = len(updates)
+        # every node draws its batches in the order the sequential path would
+        draws = [[self.nodes[u.node_id].batches.next_batch() for _ in range(self.tau)] for u in updates]
+        flat = torch.stack([u.params.to(self.device, torch.float32) for u in updates])
+        params, offset = {}, 0
+        for name, shape in zip(self.param_names, self.shapes):
+            params["model." + name] = flat[:, offset:offset + shape.numel()].reshape(count, *shape)
+            offset += shape.numel()
+        buffers = {"model." + name: bank[rows] for name, bank in self.buffer_bank.items()}
+        momentum = {name: bank[rows] for name, bank in self.momentum_bank.items()}
+        # every parameter group steps at the update's lr, as local_update sets it
+        lrs = torch.tensor([u.lr for u in updates], device=self.device)
+        total_loss = torch.zeros(count, device=self.device)
+        for step in range(self.tau):
+            bx = torch.stack([draw[step][0] for draw in draws]).to(self.device, non_blocking=True)
+            by = torch.stack([draw[step][1] for draw in draws]).to(self.device, non_blocking=True)
+            with aten_kernels():
+                grads, loss = self.loss_and_grads(params, buffers, bx, by)
+            with torch.no_grad():
+                for name, group in zip(self.param_names, self.groups):
+                    key = "model." + name
+                    param, d_p = params[key], grads[key]
+                    if group["weight_decay"]:
+                        d_p = d_p.add(param, alpha=group["weight_decay"])
+                    if group["momentum"]:
+                        buf = momentum[name].mul_(group["momentum"]).add_(d_p)
+                        d_p = d_p.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                    params[key] = param.addcmul(lrs.view(-1, *[1] * (param.dim() - 1)), d_p, value=-1)
+            total_loss += loss.detach()
+        with torch.no_grad():
+            for name in self.param_names:
+                self.param_bank[name].index_copy_(0, rows, params["model." + name])
+            for name, bank in self.buffer_bank.items():
+                bank.index_copy_(0, rows, buffers["model." + name])
+            for name, bank in self.momentum_bank.items():
+                bank.index_copy_(0, rows, momentum[name])
+            result = torch.cat([params["model." + name].reshape(count, -1) for name in self.param_names], dim=1)
+        for i, (update, mean_loss) in enumerate(zip(updates, total_loss.tolist())):
+            update.params.copy_(result[i])
+            update.mean_loss = mean_loss / self.tau
+            self.publish_momentum(update.node_id)
+
+    def publish_momentum(self, v):
+        """The node's optimizer state holds views of its momentum rows once it has stepped, as torch's SGD does."""
+        node = self.nodes[v]
+        for param, name in zip(node.model.parameters(), self.param_names):
+            if name in self.momentum_bank:
+                node.optimizer.state[param]["momentum_buffer"] = self.momentum_bank[name][v]
+
+
+def set_param_row(model, name, row):
+    model.get_parameter(name).data = row
+
+
+def set_buffer_row(model, name, row):
+    module_name, _, buffer_name = name.rpartition(".")
+    model.get_submodule(module_name)._buffers[buffer_name] = row
