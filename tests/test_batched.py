@@ -42,7 +42,7 @@ def run_both(cfg, run, rounds, lrs=(0.05, 0.1), seed=0):
     return sequential, batch_nodes, seq_params, bat_params, seq_losses, bat_losses
 
 
-def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol):
+def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, momentum_atol=None):
     for seq_node, bat_node, seq, bat in zip(sequential, batch_nodes, seq_params, bat_params):
         torch.testing.assert_close(bat, seq, rtol=0, atol=atol)
         torch.testing.assert_close(models.flatten_params(bat_node.model), seq, rtol=0, atol=atol)
@@ -52,7 +52,8 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol):
             seq_state, bat_state = seq_node.optimizer.state[seq_param], bat_node.optimizer.state[bat_param]
             assert seq_state.keys() == bat_state.keys()
             if "momentum_buffer" in seq_state:
-                torch.testing.assert_close(bat_state["momentum_buffer"], seq_state["momentum_buffer"], rtol=0, atol=atol)
+                torch.testing.assert_close(bat_state["momentum_buffer"], seq_state["momentum_buffer"], rtol=0,
+                                           atol=momentum_atol or atol)
 
 
 def test_mlp_updates_match_the_sequential_path(tmp_path):
@@ -83,7 +84,8 @@ def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path)
     # statistic or momentum shows at 1e-2 and more, and the optimizer's exactness is the MLP test's
     *state, seq_losses, bat_losses = run_both(cfg, cifar_shaped_run(cfg), rounds=2, lrs=(0.005, 0.01))
     np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
-    assert_same_nodes(*state, atol=1e-4)
+    # momentum buffers are gradient-sized (the parameters see them times lr): their rounding shows at 1e-3
+    assert_same_nodes(*state, atol=1e-4, momentum_atol=5e-3)
     sequential, batch_nodes = state[:2]
     bn = [node.model.bn for node in batch_nodes]
     assert all(m.num_batches_tracked.item() > 0 for m in bn)  # BatchNorm statistics were updated, and differ by node

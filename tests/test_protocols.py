@@ -194,6 +194,7 @@ def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(simulate, "BATCHED", False)  # the one-at-a-time path calls algorithms.local_update
     monkeypatch.setattr(algorithms, "local_update", lambda node, params, tau, lr: float("nan"))
     code = simulate.simulate_main(["--nodes", "4", "--max-iterations", "20", "--out", str(tmp_path)])
     err = capsys.readouterr().err
