@@ -12,30 +12,17 @@ event types and times differ is reported as a failure, not timed.
 import argparse
 import json
 import os
-import pickle
 import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 import config
+import data
 import setup_run
 import simulate
 from events import read_events
-
-
-def write_cifar_folder(folder, images_per_batch=64, seed=0):
-    """Random CIFAR-10 batches in the real on-disk format (pickled dicts with bytes keys)."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": name.encode(),
-                 b"data": rng.integers(0, 256, size=(images_per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, size=images_per_batch).tolist()}
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(batch, f)
 
 
 def timed_run(flags, out, batched):
@@ -77,7 +64,7 @@ def main_bench(argv=None):
     work = tempfile.mkdtemp(prefix="bench_sim_")
     task = ["--task", "digits"]
     if args.resnet:
-        write_cifar_folder(os.path.join(work, "cifar"), seed=args.seed)
+        data.write_cifar_folder(os.path.join(work, "cifar"), seed=args.seed)
         task = ["--task", "cifar10", "--data-dir", os.path.join(work, "cifar"), "--eval-samples", "64"]
     ratios, failed = {}, False
     warm_up(task, work)

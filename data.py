@@ -163,6 +163,19 @@ def augment_cifar_batch(batch_x, generator):
     return padded[images, chans, rows[:, None, :, None], cols[:, None, None, :]]
 
 
+def write_cifar_folder(folder, images_per_batch=64, seed=0):
+    """Random CIFAR-10 batches in the real on-disk format (pickled dicts with bytes keys): what the
+    tests, bench_sim.py and scripts/gpu_check.sh read where the real data set is not at hand."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"batch_label": name.encode(),
+                 b"data": rng.integers(0, 256, size=(images_per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, size=images_per_batch).tolist()}
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(batch, f)
+
+
 def load_cifar10_data(data_dir):
     if data_dir is None:
         raise DataError("task cifar10 needs a data_dir holding the CIFAR-10 python batches (cifar-10-batches-py)")

@@ -297,7 +297,8 @@ class Rank:
         self.comm, self.cfg, self.run, self.node, self.log, self.clock = comm, cfg, run, node, log, clock
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         x0 = models.flatten_params(node.model)
-        self.dtype, self.model_bytes = protocols.transfer_format(cfg, x0.numel())
+        self.num_params = x0.numel()
+        self.dtype, self.model_bytes = protocols.transfer_format(cfg, self.num_params)
         self.protocol = protocols.make_protocol(cfg, self.rank, run, x0, self.model_bytes, log,
                                                 state=resume["protocol"] if resume else None)
         del x0  # the protocol holds its own copies; for OPT-125M this frees 0.5 GB
@@ -357,8 +358,8 @@ class Rank:
         for metrics, node in self.progress.reported_evals:
             self.evaluator.record(metrics, node=node)
         self.progress.reported_evals.clear()
-        with self.lock:
-            failed = self.protocol.failures.passed(self.clock(), self.log)
+        # no lock: only this thread touches the failure schedule (checkpoints save it from here too)
+        failed = self.protocol.failures.passed(self.clock(), self.log)
         if self.rank == 0:
             for node in failed:
                 print(f"{self.clock():8.1f}s | failure: node {node} fails as scheduled"
@@ -434,12 +435,13 @@ def walk_communication(rank, outbox, doorbell, pool):
                 comm.Recv(notice, status.Get_source(), TAG_RETIRED)
                 retired += 1
                 busy = True
-            with rank.lock:
-                over = any([protocol.walk_retired() for _ in range(retired)])
-            if over:
-                # every walk has retired, so no walk message is in flight: safe to stop everyone
-                stop_requests = [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, rank.size)]
-                stop.set()
+            if retired:
+                with rank.lock:
+                    over = any([protocol.walk_retired() for _ in range(retired)])
+                if over:
+                    # every walk has retired, so no walk message is in flight: safe to stop everyone
+                    stop_requests = [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, rank.size)]
+                    stop.set()
         elif comm.Iprobe(0, TAG_STOP, status):
             comm.Recv(notice, 0, TAG_STOP)
             stop.set()
@@ -447,7 +449,7 @@ def walk_communication(rank, outbox, doorbell, pool):
             with rank.lock:
                 rank.lock.notify()
         busy |= rank.poll()
-        if not stop.is_set():  # a stopped run takes no checkpoint
+        if rank.ckpt.every and not stop.is_set():  # a stopped run takes no checkpoint
             with rank.lock:
                 parked, unretired = protocol.parked(), protocol.unretired()
             busy |= rank.ckpt.poll(parked=parked, unretired=unretired)
@@ -466,7 +468,7 @@ def run_walks(rank):
     """A walk protocol at this rank: the compute thread serves the walks the protocol hands it;
     a walk travels in its MPI buffer (`carrier`), header (walk id, visits, hops) and model."""
     protocol, node, ckpt, stop = rank.protocol, rank.node, rank.ckpt, rank.stop
-    pool = BufferPool(protocol.model_bytes // rank.dtype.itemsize, rank.dtype, pin=node.device.type == "cuda")
+    pool = BufferPool(rank.num_params, rank.dtype, pin=node.device.type == "cuda")
     for walk in protocol.walks_here():  # x0 or a checkpoint's walks: from now on they live in buffers
         buf = pool.get()
         buf.params.copy_(walk.params)
@@ -524,9 +526,8 @@ def gossip_communication(rank, compute_done, doorbell):
     said DONE. A failed passive node still answers the exchanges already in flight to it:
     the active partner waits for the reply, and no new request can come."""
     comm, protocol = rank.comm, rank.protocol
-    num_params = protocol.model_bytes // rank.dtype.itemsize
     pin = rank.node.device.type == "cuda"
-    sendbuf, recvbuf = ModelBuffer(num_params, rank.dtype, pin), ModelBuffer(num_params, rank.dtype, pin)
+    sendbuf, recvbuf = ModelBuffer(rank.num_params, rank.dtype, pin), ModelBuffer(rank.num_params, rank.dtype, pin)
     backoff, status = Backoff(wakeup=doorbell), MPI.Status()
     done = np.zeros(1, dtype=np.int64)
     if protocol.active:

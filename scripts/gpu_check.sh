@@ -32,7 +32,7 @@ check() {
     fi
 }
 
-python -c "import bench_sim; bench_sim.write_cifar_folder('$work/cifar', images_per_batch=256)"
+python -c "import data; data.write_cifar_folder('$work/cifar', images_per_batch=256)"
 
 mpi_run() {  # ALGORITHM FLAGS...: 5 s of a 4-rank run on the GPU, then its summary must count updates
     local out=$work/$1

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import data as data_module
 from data import (CIFAR_MEAN, CIFAR_STD, DataError, ShardBatches, TASKS, augment_cifar_batch,
                   class_histogram, format_histogram, load_task_data, partition_indices)
 
@@ -102,15 +103,8 @@ def test_unknown_task_names_the_allowed_ones():
 
 
 def write_cifar_folder(folder, seed=0):
-    """Tiny CIFAR-10 batches in the real on-disk format: pickled dicts of bytes keys."""
-    os.makedirs(folder)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": name.encode(),
-                 b"data": rng.integers(0, 256, size=(IMAGES_PER_BATCH, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, size=IMAGES_PER_BATCH).tolist()}
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(batch, f)
+    """Tiny CIFAR-10 batches in the real on-disk format."""
+    data_module.write_cifar_folder(folder, images_per_batch=IMAGES_PER_BATCH, seed=seed)
 
 
 @pytest.mark.parametrize("subfolder", ["", "cifar-10-batches-py"])
