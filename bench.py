@@ -14,6 +14,13 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
   real timing jitter can spread them out and meet less often, so the ratio can exceed 1.
 - hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
   seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message.
+- real-compute efficiency: the same engine with real local updates (the digits MLP; ResNet-20 on
+  CIFAR-shaped input), local updates/s in the steady window / the rate of the same ranks computing
+  the same model with no communication at all (--compute-only: every rank runs algorithms.local_update
+  back to back). Gossip against V ranks computing; MW-R against R ranks computing, times the share of
+  visits the same routes lose to walks queueing at a node (the engine-efficiency ideal above).
+- idle cost: cores used by a whole 8-rank job (every process mpirun starts) with almost no work:
+  MW-1 whose one update is a 1 s sleep, so 7 ranks wait and one sleeps; CPU time from /proc.
 - counters: transfers and bytes from the events / the formula (MW: updates - self loops; gossip:
   2 x exchanges; bytes: transfers x model bytes), and the summary's totals / the events'. Exactly 1.
 """
@@ -31,6 +38,11 @@ from events import read_events
 
 RESNET20_PARAMS = 272_474
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the real-compute rows: main.py flags of each model. ResNet-20 takes batch 16 and tau 1 so that 8 ranks
+# sharing 2 cores still make hundreds of updates in a run (batch 32, tau 5 is 1.4 s per update on one core)
+REAL_MODELS = {"mlp": ["--task", "digits"],
+               "resnet20": ["--task", "cifar10", "--batch-size", "16", "--tau", "1"]}
+IDLE_UPDATE = 1.0  # seconds of the one emulated update of the idle-cost run
 
 
 def mpirun(nodes, script, argv, seconds):
@@ -42,12 +54,12 @@ def mpirun(nodes, script, argv, seconds):
     return done.stdout
 
 
-def run_engine(args, name, nodes, extra, train_time, compute):
-    """One main.py run in emulation mode on the complete graph; returns its out dir."""
+def run_engine(args, name, nodes, extra, train_time, compute=None):
+    """One main.py run on the complete graph, in emulation mode unless `compute` is None; returns its out dir."""
     out = os.path.join(args.out, name)
     shutil.rmtree(out, ignore_errors=True)  # an earlier run's extra events-rank*.jsonl would be read too
-    mpirun(nodes, "main.py", ["--graph", "complete", "--emulate-params", str(args.params),
-                              "--emulate-compute", str(compute), "--train-time", str(train_time),
+    emulation = [] if compute is None else ["--emulate-params", str(args.params), "--emulate-compute", str(compute)]
+    mpirun(nodes, "main.py", ["--graph", "complete", *emulation, "--train-time", str(train_time),
                               "--seed", str(args.seed), "--out", out] + extra, train_time)
     return out
 
@@ -146,6 +158,108 @@ def pingpong(seconds, num_params):
         print((time.perf_counter() - started) / (2 * trips))
 
 
+def compute_only(args, flags):
+    """The mpirun child of --compute-only: rank k builds node k as main.py would (same model, data,
+    optimizer, device) and runs its local updates back to back with no communication; rank 0 prints
+    the updates per second of all ranks together in the steady window."""
+    from mpi4py import MPI
+    import torch
+    import algorithms
+    import config
+    import distributed_training
+    import models
+    import setup_run
+    comm = MPI.COMM_WORLD
+    cfg = config.parse_config(flags)
+    run = setup_run.build_run(cfg, args.nodes)  # the V-node partition; these ranks are its first nodes
+    node = algorithms.make_node(cfg, run, comm.Get_rank(), distributed_training.pick_device(cfg, comm))
+    if node.device.type == "cpu":  # the threads of a rank of the V-rank run, not of a K-rank job
+        torch.set_num_threads(distributed_training.cpu_threads(args.nodes))
+    params = models.flatten_params(node.model)
+    start, counted = comm.bcast(time.time()), 0
+    while time.time() - start < args.real_time:
+        algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
+        counted += args.trim <= time.time() - start < args.real_time - args.trim
+    total = comm.reduce(counted)
+    if comm.Get_rank() == 0:
+        print(total / (args.real_time - 2 * args.trim))
+
+
+def real_compute_rows(args, model, cifar_dir):
+    """Real-compute efficiency of gossip and of MW-R for one model: (rows, result entries, run dirs)."""
+    flags = REAL_MODELS[model] + (["--data-dir", cifar_dir] if model == "resnet20" else [])
+    # evaluation is learning work, not engine work: none during the run
+    flags += ["--eval-interval", str(10 * args.real_time), "--graph", "complete", "--seed", str(args.seed)]
+    rows, result, counted = [], {}, []
+
+    def computing(ranks):
+        return float(mpirun(ranks, "bench.py", ["--compute-only", "--nodes", str(args.nodes),
+                                                "--real-time", str(args.real_time), "--trim",
+                                                str(args.trim), "--", *flags], args.real_time).split()[-1])
+
+    def measured(name, extra, family):
+        out = run_engine(args, f"{model}-{name}", args.nodes, extra + flags, args.real_time)
+        counted.append((family, out))
+        return steady_rate(read_events(out), "update", args.real_time, args.trim)
+
+    for walks in args.real_walks:
+        free = computing(walks)
+        queueing = contention_free_rate(args, walks) / (walks / args.compute)  # share of R/t the routes allow
+        rate = measured(f"mw{walks}", ["--algorithm", "mw", "--walks", str(walks)], "MW")
+        rows.append((f"{model} MW-{walks} real compute", f"{rate:.2f} updates/s", f"{free * queueing:.2f} updates/s",
+                     f"{rate / (free * queueing):.3f}",
+                     f"bound: {walks} ranks computing alone ({free:.2f}/s) x {queueing:.3f} queueing"))
+        result[f"{model}_mw{walks}_real_compute_efficiency"] = round(rate / (free * queueing), 4)
+    free = computing(args.nodes)
+    # the authors' coupling holds a node's next update until an exchange has taken its last one
+    # (FIDELITY.md): a wait of the algorithm, not of the engine, so this row lets updates run free
+    rate = measured("gossip", ["--algorithm", "gossip", "--walks", "1", "--gossip-coupling", "immediate"], "gossip")
+    rows.append((f"{model} gossip real compute", f"{rate:.2f} updates/s", f"{free:.2f} updates/s", f"{rate / free:.3f}",
+                 f"bound: {args.nodes} ranks computing alone; immediate coupling"))
+    result[f"{model}_gossip_real_compute_efficiency"] = round(rate / free, 4)
+    return rows, result, counted
+
+
+def job_cpu_seconds(root):
+    """CPU seconds (user + system) used so far by every process under `root`, from /proc."""
+    children = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append((int(pid), int(fields[11]) + int(fields[12])))
+    ticks, todo = 0, [root]
+    while todo:
+        for pid, used in children.get(todo.pop(), []):
+            ticks += used
+            todo.append(pid)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cores(args):
+    """Cores used by a whole args.nodes-rank job with almost no work (MW-1, a 1 s update), in the
+    window from its first local update to args.trim before its end; and the waiting strategy it chose."""
+    out = os.path.join(args.out, "idle")
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = mpirun_lib.command(args.nodes, os.path.join(HERE, "main.py"), [
+        "--graph", "complete", "--emulate-params", str(args.params), "--emulate-compute", str(IDLE_UPDATE),
+        "--algorithm", "mw", "--walks", "1", "--train-time", str(args.idle_time), "--seed", str(args.seed), "--out", out])
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mpirun_lib.environment())
+    for line in job.stdout:  # training has begun once the first update is done
+        if "first local update" in line:
+            break
+    first, started = job_cpu_seconds(job.pid), time.time()
+    time.sleep(max(0.0, args.idle_time - IDLE_UPDATE - args.trim))
+    used, elapsed = job_cpu_seconds(job.pid) - first, time.time() - started
+    job.stdout.read()
+    if job.wait(timeout=300) != 0:
+        sys.exit(f"bench: the idle-cost run {' '.join(cmd)} failed with code {job.returncode}")
+    waiting = next((e["waiting"] for e in read_events(out) if e["type"] == "start" and "waiting" in e), "?")
+    return used / elapsed, elapsed, waiting
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=8, help="V for the efficiency rows")
@@ -158,12 +272,23 @@ def main():
     parser.add_argument("--trim", type=float, default=1.0, help="seconds left out at either end of a run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--real", nargs="*", default=list(REAL_MODELS), choices=list(REAL_MODELS),
+                        help="models of the real-compute rows")
+    parser.add_argument("--real-walks", type=int, nargs="*", default=[1, 4], help="R of the real-compute MW rows")
+    parser.add_argument("--real-time", type=float, default=20.0, help="seconds per real-compute run")
+    parser.add_argument("--idle-time", type=float, default=12.0, help="seconds of the idle-cost run (0: none)")
     parser.add_argument("--pingpong", action="store_true", help=argparse.SUPPRESS)  # internal: the mpirun child
+    parser.add_argument("--compute-only", action="store_true", help=argparse.SUPPRESS)  # internal: the mpirun child
+    parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)  # internal: main.py flags after --
     args = parser.parse_args()
     if args.pingpong:
         return pingpong(args.hop_time, args.params)
-    if not 0 <= 2 * args.trim < min(args.train_time, args.hop_time):
-        parser.error("--trim must leave a steady window: 2 x trim < --train-time and --hop-time")
+    if args.compute_only:
+        return compute_only(args, args.flags)
+    if not 0 <= 2 * args.trim < min(args.train_time, args.hop_time, args.real_time):
+        parser.error("--trim must leave a steady window: 2 x trim < --train-time, --hop-time and --real-time")
+    if args.idle_time and args.idle_time < IDLE_UPDATE + args.trim + 1:
+        parser.error(f"--idle-time must be 0 or at least {IDLE_UPDATE + args.trim + 1:g} s (one update, the trim, 1 s)")
 
     started, load_before = time.time(), os.getloadavg()[0]
     rows, result, counted = [], {}, []
@@ -199,7 +324,23 @@ def main():
                                           str(args.hop_time)], args.hop_time).split()[-1])
     rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong",
                  f"{hop / one_way:.3f}", f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B"))
-    result["hop_overhead"] = round(hop / one_way, 4)
+    result["hop_overhead"] = result["hop_over_pingpong"] = round(hop / one_way, 4)  # the second: #15's name
+
+    if args.real:
+        import data
+        cifar_dir = os.path.join(args.out, "cifar-10-batches-py")
+        if "resnet20" in args.real:
+            data.write_cifar_folder(cifar_dir, images_per_batch=256, seed=args.seed)
+        for model in args.real:
+            model_rows, model_result, model_runs = real_compute_rows(args, model, cifar_dir)
+            rows += model_rows
+            result.update(model_result)
+            counted += model_runs
+    if args.idle_time:
+        cores, elapsed, waiting = idle_cores(args)
+        rows.append(("idle cost", f"{cores:.3f} cores", "0.1 cores", f"{cores / 0.1:.3f}",
+                     f"{args.nodes} ranks, MW-1 with {IDLE_UPDATE:g} s updates, {elapsed:.0f} s, waiting: {waiting}"))
+        result["idle_cores"] = round(cores, 4)
 
     for family in ("MW", "gossip"):
         checks = [counter_check(out) for name, out in counted if name == family]

@@ -11,7 +11,7 @@ Every rank runs two threads:
 A model travels as one contiguous host buffer: a small int64 header followed by
 the parameters, in fp32 or (--transfer-dtype bfloat16) bf16; averaging and merging
 always run in fp32. CUDA models are staged through pinned host memory.
-Idle loops poll MPI with an exponential back-off: ranks share few cores.
+An idle communication thread sleeps until woken (Waker): ranks share few cores.
 
 What a node does (on a walk's arrival, after a local update, on an exchange, at a
 failure time) is its protocol's (protocols.py), shared with the simulator; this
@@ -22,6 +22,7 @@ checkpoint.py describes the protocol, the engine pauses and saves when told.
 import contextlib
 import copy
 import os
+import select
 import socket
 import threading
 import time
@@ -45,41 +46,125 @@ HEADER_WORDS = 3       # walk messages: (walk_id, visits done, hops made); excha
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
 
 
-class Backoff:
-    """Sleep between polls: short right after activity, doubling while idle, up to `high`,
-    which bounds how late an idle rank notices a message. 1 ms: an idle rank costs about
-    3% of a core (2 ms: 2.5%, 0.5 ms: 4%; 8 ranks on 2 cores). A `wakeup` (a Doorbell the other thread of this
-    rank rings) ends the sleep as soon as there is local work."""
-    def __init__(self, low=2e-5, high=1e-3, wakeup=None):
-        self.low, self.high, self.delay, self.wakeup = low, high, low, wakeup
+def cores_for_this_process():
+    """CPU cores this process may use: its affinity, capped by a cgroup (v2) CPU quota (a container's limit)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+        if quota != "max":
+            cores = min(cores, max(1.0, int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores
 
-    def idle(self):
-        if self.wakeup is None:
-            time.sleep(self.delay)
+
+COMM, COMPUTE = 0, 1  # a rank's two threads; each sleeps on a socket of its own
+
+
+class Waker:
+    """How a rank's threads wait: asleep in the kernel, not polling, until they have work.
+    Each thread sleeps on a datagram socket of its own; the rank's other thread (`ring`) and
+    every rank on the same host that sends it an MPI message (`poke`) write a byte there. MPI
+    cannot wake a sleeping thread, so messages from ranks that cannot poke (other hosts) are
+    found by the communication thread polling, every `cap` seconds at most once idle. The cap
+    is the waiting strategy, chosen from the cores per rank (each rank's start event says which):
+      - every sender can poke: polls only for chores (progress counters, checkpoints), CHORES_CAP;
+      - cores of its own (>= 2 per rank, a cluster node): polls other hosts every FAST_CAP;
+      - oversubscribed cores: every SHARED_CAP, which bounds what idle ranks cost.
+    The sockets live in Linux's abstract namespace (they vanish with the process); where there
+    is none, only `ring` works."""
+    CHORES_CAP, FAST_CAP, SHARED_CAP = 0.05, 1e-4, 1e-3
+
+    def __init__(self, comm):
+        rank, size = comm.Get_rank(), comm.Get_size()
+        token = comm.bcast(f"{os.getpid()}-{time.time_ns()}" if rank == 0 else None)  # one name space per job
+        self.names = [[f"\0multiwalk-{token}-{r}-{thread}".encode() for thread in (COMM, COMPUTE)] for r in range(size)]
+        host = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        local = host.allgather(rank)
+        cores_per_rank = cores_for_this_process() / host.Get_size()
+        host.Free()
+        self.rank, self.sockets, self.ring_ends = rank, [], []
+        for thread in (COMM, COMPUTE):
+            sock, ring_end = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), None
+            try:
+                sock.bind(self.names[rank][thread])
+            except OSError:  # no abstract namespace: a socket pair for this rank's own rings only
+                sock, ring_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self.sockets.append(sock)
+            self.ring_ends.append(ring_end)
+        self.sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sender.setblocking(False)
+        comm.Barrier()  # every rank has bound its sockets: try poking each rank on this host once
+        self.pokable = {r for r in local if r != rank and self._send(r, COMM)}
+        heard_from = comm.allgather(self.pokable)
+        self.wait(0.0, COMM)
+        everyone_pokes = all(rank in heard_from[r] for r in range(size) if r != rank)
+        if everyone_pokes:
+            self.cap, why = self.CHORES_CAP, "every peer wakes it"
+        elif cores_per_rank >= 2:
+            self.cap, why = self.FAST_CAP, f"{cores_per_rank:g} cores per rank"
         else:
-            self.wakeup.wait(self.delay)
-        self.delay = min(self.delay * 2, self.high)
+            self.cap, why = self.SHARED_CAP, f"{cores_per_rank:g} cores per rank"
+        self.strategy = (f"sleeps until woken ({len(self.pokable)} same-host peers can); polls MPI every "
+                         f"{self.cap * 1e3:g} ms at most: {why}")
+
+    def _send(self, dest, thread):
+        try:
+            if dest == self.rank and self.ring_ends[thread] is not None:
+                self.ring_ends[thread].send(b"\0")
+            else:
+                self.sender.sendto(b"\0", self.names[dest][thread])
+            return True
+        except BlockingIOError:  # its socket is full of unread pokes: it is awake anyway
+            return True
+        except OSError:  # not bound where we can reach it: it polls for our messages
+            return False
+
+    def poke(self, dest, thread=COMM):
+        """After sending rank `dest` a message for its `thread`: wake it if it sleeps (best effort)."""
+        if dest in self.pokable:
+            self._send(dest, thread)
+
+    def ring(self, thread=COMM):
+        """This rank's other thread has work for `thread`."""
+        self._send(self.rank, thread)
+
+    def wait(self, timeout, thread=COMM):
+        """`thread` sleeps up to `timeout` s; True if a ring or a poke woke it."""
+        sock = self.sockets[thread]
+        readable, _, _ = select.select([sock], [], [], max(0.0, timeout))
+        while True:  # every byte waiting: one wake-up answers them all
+            try:
+                sock.recv(64)
+            except (BlockingIOError, InterruptedError):
+                return bool(readable)
+
+
+class Backoff:
+    """A thread's idle waits between polls: short right after activity, doubling while nothing
+    happens, up to `cap` (default: the waker's). A poke or a ring ends the wait and starts short
+    again, because MPI may need a few polls to show the message a poke announced."""
+    def __init__(self, waker, clock=None, thread=COMM, cap=None, low=2e-5):
+        self.waker, self.clock, self.thread, self.low, self.delay = waker, clock, thread, low, low
+        self.cap = waker.cap if cap is None else cap
+
+    def idle(self, until=None):
+        """Wait; `until` (the clock's time, optional) ends the wait no later than then."""
+        timeout = self.delay if until is None else min(self.delay, until - self.clock())
+        if self.waker.wait(timeout, self.thread):
+            self.delay = self.low
+        else:
+            self.delay = min(self.delay * 2, self.cap)
 
     def reset(self):
+        """Something is due soon (a request to complete): short waits again."""
         self.delay = self.low
 
-
-class Doorbell:
-    """Ends the communication thread's idle wait as soon as the compute thread posts work.
-    A bare lock, held while nobody rang: waiting on it costs about what a sleep does, where
-    a threading.Event costs half as much again."""
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.lock.acquire()
-
-    def ring(self):
-        try:
-            self.lock.release()
-        except RuntimeError:
-            pass  # rung already and not yet answered
-
-    def wait(self, timeout):
-        self.lock.acquire(timeout=timeout)
+    def quiet(self):
+        """Nothing is announced: wait long, until a poke or a ring (or the cap for chores)."""
+        self.delay = self.cap
 
 
 class ModelBuffer:
@@ -87,18 +172,21 @@ class ModelBuffer:
     def __init__(self, num_params, dtype, pin):
         itemsize = torch.empty((), dtype=dtype).element_size()
         self.raw = torch.empty(HEADER_WORDS * 8 + num_params * itemsize, dtype=torch.uint8, pin_memory=pin)
-        self.header = self.raw[:HEADER_WORDS * 8].view(torch.int64)
         self.params = self.raw[HEADER_WORDS * 8:].view(dtype)
         self.mpi = self.raw.numpy()
+        self.header = self.mpi[:HEADER_WORDS * 8].view(np.int64)
 
 
 class BufferPool:
-    """Reuses model buffers: at most one per walk waiting at this node."""
+    """Reuses model buffers: at most one per walk waiting at this node. Both threads take from it."""
     def __init__(self, num_params, dtype, pin):
         self.args, self.free = (num_params, dtype, pin), []
 
     def get(self):
-        return self.free.pop() if self.free else ModelBuffer(*self.args)
+        try:
+            return self.free.pop()
+        except IndexError:
+            return ModelBuffer(*self.args)
 
     def put(self, buf):
         self.free.append(buf)
@@ -117,8 +205,8 @@ class Progress:
     """Counters every rank sends to rank 0 about once a second, for the progress
     line; a final message (flag 1) tells rank 0 that the rank has finished.
     Evaluations made at another node (after failures) travel to rank 0 the same way."""
-    def __init__(self, comm, log):
-        self.comm, self.log = comm, log
+    def __init__(self, comm, log, waker):
+        self.comm, self.log, self.waker = comm, log, waker
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.latest = np.zeros((self.size, 3), dtype=np.int64)
         self.finished = set()
@@ -168,6 +256,8 @@ class Progress:
             self.outgoing[:] = self.snapshot() + [int(final)]
             self.request = self.comm.Isend(self.outgoing, 0, TAG_STATS)
             self.last_sent = time.monotonic()
+            if final:  # rank 0 waits for it to end the run
+                self.waker.poke(0)
         return False
 
     def finish(self, backoff):
@@ -201,9 +291,14 @@ def pick_device(cfg, comm):
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
         return device
-    # CPU ranks share the host's cores: one BLAS thread pool each would oversubscribe them
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size))
+    torch.set_num_threads(cpu_threads(local_size))
     return torch.device("cpu")
+
+
+def cpu_threads(ranks_on_host):
+    """Torch threads of a CPU rank: the ranks share the cores this process may use, and a full
+    thread pool each would oversubscribe them."""
+    return max(1, int(cores_for_this_process()) // ranks_on_host)
 
 
 class Evaluator:
@@ -292,9 +387,10 @@ class Evaluator:
 class Rank:
     """One rank's context: its node, protocol, log, clock and helpers. `lock` serializes every
     call into the protocol between the compute and the communication thread; the compute
-    thread of a walk protocol also waits on it for a walk to arrive."""
-    def __init__(self, comm, cfg, run, node, log, clock, resume):
+    thread of a gossip protocol also waits on it while an exchange must publish its update."""
+    def __init__(self, comm, cfg, run, node, log, clock, resume, waker):
         self.comm, self.cfg, self.run, self.node, self.log, self.clock = comm, cfg, run, node, log, clock
+        self.waker = waker
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         x0 = models.flatten_params(node.model)
         self.num_params = x0.numel()
@@ -304,7 +400,7 @@ class Rank:
         del x0  # the protocol holds its own copies; for OPT-125M this frees 0.5 GB
         self.lock = threading.Condition()
         self.stop = threading.Event()
-        self.progress = Progress(comm, log)
+        self.progress = Progress(comm, log, waker)
         # after failures another node evaluates, so every node can
         self.evaluator = (Evaluator(cfg, run, node, log, self.progress, clock)
                           if self.rank == 0 or cfg["failure_times"] else None)
@@ -399,38 +495,50 @@ class Rank:
 # -----------------------------------------------------------------------------
 # walk protocols (Multi-Walk)
 
-def walk_communication(rank, outbox, doorbell, pool):
-    """Moves walks between ranks; rank 0 also counts retired walks and ends the run."""
+def receive_walks(rank, pool):
+    """Every walk message waiting for this rank, into the protocol's queue; True if there was one.
+    The communication thread calls it always, the compute thread when it has nothing to do (so a
+    hop to an idle node wakes one thread, not two); a matched probe gives a message to one of them."""
+    received = False
+    while True:
+        message = rank.comm.Improbe(MPI.ANY_SOURCE, TAG_WALK)
+        if message is None:
+            return received
+        buf = pool.get()
+        message.Recv(buf.mpi)
+        walk_id, visits, hops = buf.header.tolist()
+        with rank.lock:
+            rank.protocol.arrive(protocols.Walk(walk_id, visits, hops, buf.params, carrier=buf))
+        received = True
+
+
+def complete_sends(sending, pool):
+    """The compute thread's walk sends that have completed: their buffers go back to the pool."""
+    under_way = []
+    for request, buf in sending:
+        if request.Test():
+            pool.put(buf)
+        else:
+            under_way.append((request, buf))
+    sending[:] = under_way
+
+
+def walk_communication(rank, retired_here, pool):
+    """Takes in walks that arrive while the compute thread computes, and does the chores; rank 0
+    also counts retired walks and ends the run."""
     comm, protocol, stop = rank.comm, rank.protocol, rank.stop
-    status, backoff, sending = MPI.Status(), Backoff(wakeup=doorbell), []
+    status, backoff = MPI.Status(), Backoff(rank.waker)
     stop_requests = None
     notice = np.zeros(1, dtype=np.int64)
     while True:
         busy, retired = False, 0
-        if comm.Iprobe(MPI.ANY_SOURCE, TAG_WALK, status):
-            buf = pool.get()
-            comm.Recv(buf.mpi, status.Get_source(), TAG_WALK)
-            walk_id, visits, hops = (int(v) for v in buf.header)
-            with rank.lock:
-                protocol.arrive(protocols.Walk(walk_id, visits, hops, buf.params, carrier=buf))
-                rank.lock.notify()
+        if receive_walks(rank, pool):
+            rank.waker.ring(COMPUTE)  # it may be asleep waiting for one
             busy = True
-        while outbox:
-            dest, tag, payload = outbox.pop(0)
-            if dest == rank.rank == 0 and tag == TAG_RETIRED:
-                retired += 1
-                continue
-            sending.append((comm.Isend(payload.mpi if tag == TAG_WALK else payload, dest, tag), tag, payload))
-            busy = True
-        still_sending = []
-        for request, tag, payload in sending:
-            if request.Test():
-                if tag == TAG_WALK:
-                    pool.put(payload)
-            else:
-                still_sending.append((request, tag, payload))
-        sending = still_sending
         if rank.rank == 0:
+            while retired_here:
+                retired_here.pop()
+                retired += 1
             while comm.Iprobe(MPI.ANY_SOURCE, TAG_RETIRED, status):
                 comm.Recv(notice, status.Get_source(), TAG_RETIRED)
                 retired += 1
@@ -441,19 +549,20 @@ def walk_communication(rank, outbox, doorbell, pool):
                 if over:
                     # every walk has retired, so no walk message is in flight: safe to stop everyone
                     stop_requests = [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, rank.size)]
+                    for dest in range(1, rank.size):
+                        rank.waker.poke(dest)
                     stop.set()
         elif comm.Iprobe(0, TAG_STOP, status):
             comm.Recv(notice, 0, TAG_STOP)
             stop.set()
         if stop.is_set():
-            with rank.lock:
-                rank.lock.notify()
+            rank.waker.ring(COMPUTE)  # it stops too
         busy |= rank.poll()
         if rank.ckpt.every and not stop.is_set():  # a stopped run takes no checkpoint
             with rank.lock:
                 parked, unretired = protocol.parked(), protocol.unretired()
             busy |= rank.ckpt.poll(parked=parked, unretired=unretired)
-        if stop.is_set() and not sending and not outbox:
+        if stop.is_set():
             break
         if busy:
             backoff.reset()
@@ -465,17 +574,20 @@ def walk_communication(rank, outbox, doorbell, pool):
 
 
 def run_walks(rank):
-    """A walk protocol at this rank: the compute thread serves the walks the protocol hands it;
-    a walk travels in its MPI buffer (`carrier`), header (walk id, visits, hops) and model."""
-    protocol, node, ckpt, stop = rank.protocol, rank.node, rank.ckpt, rank.stop
+    """A walk protocol at this rank: the compute thread serves the walks the protocol hands it and
+    sends them on itself; a walk travels in its MPI buffer (`carrier`), header (walk id, visits,
+    hops) and model. MPI_THREAD_MULTIPLE: both threads call MPI."""
+    comm, protocol, node, ckpt, stop = rank.comm, rank.protocol, rank.node, rank.ckpt, rank.stop
     pool = BufferPool(rank.num_params, rank.dtype, pin=node.device.type == "cuda")
     for walk in protocol.walks_here():  # x0 or a checkpoint's walks: from now on they live in buffers
         buf = pool.get()
         buf.params.copy_(walk.params)
         walk.params, walk.carrier = buf.params, buf
-    outbox = []
-    doorbell = Doorbell()  # rung with every outbox entry: the communication thread sends it at once
-    comm_thread = rank.start_communication(walk_communication, outbox, doorbell, pool)
+    sending, retired_here = [], []  # this thread's walk sends under way; rank 0's own retirements
+    retired_notice = np.zeros(1, dtype=np.int64)
+    # idle, it looks for walks itself; one from another host is found by the communication thread, which rings
+    backoff = Backoff(rank.waker, rank.clock, COMPUTE, cap=Waker.CHORES_CAP)
+    comm_thread = rank.start_communication(walk_communication, retired_here, pool)
     while not stop.is_set():
         if ckpt.due():
             ckpt.pause(stop)  # walks arriving meanwhile stay parked in the protocol's queue
@@ -483,9 +595,13 @@ def run_walks(rank):
         until_eval = rank.evaluate_if_due()
         with rank.lock:
             step = protocol.next_visit(rank.clock())
-            if step is None:
-                rank.lock.wait(min(until_eval, ckpt.seconds_to_next(), 0.5))
-                continue
+        complete_sends(sending, pool)
+        if step is None:
+            if receive_walks(rank, pool):
+                backoff.quiet()  # another walk will poke
+            else:
+                backoff.idle(until=rank.clock() + min(until_eval, ckpt.seconds_to_next()))
+            continue
         action, walk, detail = step
         if action == protocols.COMPUTE:
             loss, duration = rank.local_update(walk.params, detail)
@@ -496,11 +612,19 @@ def run_walks(rank):
             action, walk, detail = step
         if action == protocols.RETIRE:
             pool.put(walk.carrier)
-            outbox.append((0, TAG_RETIRED, np.array([walk.walk_id], dtype=np.int64)))
+            if rank.rank == 0:
+                retired_here.append(walk.walk_id)
+                rank.waker.ring()
+            else:  # an 8-byte message: sent at once, so the buffer may be reused
+                comm.Send(retired_notice, 0, TAG_RETIRED)
+                rank.waker.poke(0)
         else:  # SEND to node `detail`
-            walk.carrier.header[:] = torch.tensor([walk.walk_id, walk.visits, walk.hops])
-            outbox.append((detail, TAG_WALK, walk.carrier))
-        doorbell.ring()
+            walk.carrier.header[:] = (walk.walk_id, walk.visits, walk.hops)
+            sending.append((comm.Isend(walk.carrier.mpi, detail, TAG_WALK), walk.carrier))
+            rank.waker.poke(detail, COMPUTE)  # its compute thread takes walks in when idle
+    while sending:  # every walk has retired, so these have been received
+        complete_sends(sending, pool)
+        backoff.idle()
     comm_thread.join()
 
 
@@ -514,13 +638,14 @@ def gossip_exchange_active(rank, partner, sendbuf, recvbuf, backoff):
         sendbuf.params.copy_(protocol.model_to_send())  # sendbuf keeps the model sent until the average below
     recv_request = comm.Irecv(recvbuf.mpi, partner, TAG_REPLY)
     send_request = comm.Isend(sendbuf.mpi, partner, TAG_EXCHANGE)
+    rank.waker.poke(partner)
     wait(send_request, backoff, rank.poll)
     wait(recv_request, backoff, rank.poll)
     with rank.lock:
         protocol.active_average(partner, sendbuf.params, recvbuf.params)
 
 
-def gossip_communication(rank, compute_done, doorbell):
+def gossip_communication(rank, compute_done):
     """Exchanges, as the protocol asks: an active node starts them and, once its part is over,
     tells its neighbours (DONE); a passive node serves them until every active neighbour has
     said DONE. A failed passive node still answers the exchanges already in flight to it:
@@ -528,7 +653,7 @@ def gossip_communication(rank, compute_done, doorbell):
     comm, protocol = rank.comm, rank.protocol
     pin = rank.node.device.type == "cuda"
     sendbuf, recvbuf = ModelBuffer(rank.num_params, rank.dtype, pin), ModelBuffer(rank.num_params, rank.dtype, pin)
-    backoff, status = Backoff(wakeup=doorbell), MPI.Status()
+    backoff, status = Backoff(rank.waker, rank.clock), MPI.Status()
     done = np.zeros(1, dtype=np.int64)
     if protocol.active:
         while True:
@@ -541,15 +666,18 @@ def gossip_communication(rank, compute_done, doorbell):
                 action, detail = protocol.next_exchange(rank.clock())
                 rank.lock.notify_all()  # starting an exchange may have freed a blocked compute
             if action == protocols.OVER:
-                for request in [comm.Isend(done, j, TAG_DONE) for j in detail]:
+                requests = [comm.Isend(done, j, TAG_DONE) for j in detail]
+                for j in detail:
+                    rank.waker.poke(j)
+                for request in requests:
                     wait(request, backoff, rank.poll)
                 break
-            if action == protocols.WAIT:  # until a pacing time, or the next local update
+            if action == protocols.WAIT:  # until a pacing time, or the next local update (which rings)
                 if not busy:
-                    backoff.idle()
+                    backoff.idle(until=detail)
                 continue
             gossip_exchange_active(rank, detail, sendbuf, recvbuf, backoff)
-            backoff.reset()
+            backoff.quiet()
     else:
         serving = True
         while serving:
@@ -558,11 +686,13 @@ def gossip_communication(rank, compute_done, doorbell):
                 comm.Recv(recvbuf.mpi, partner, TAG_EXCHANGE)
                 with rank.lock:
                     sendbuf.params.copy_(protocol.model_to_send())
-                wait(comm.Isend(sendbuf.mpi, partner, TAG_REPLY), backoff, rank.poll)
+                reply = comm.Isend(sendbuf.mpi, partner, TAG_REPLY)
+                rank.waker.poke(partner)
+                wait(reply, backoff, rank.poll)
                 with rank.lock:
                     protocol.passive_average(partner, sendbuf.params, recvbuf.params)
                     rank.lock.notify_all()  # the exchange consumed the pending delta: a blocked compute goes on
-                backoff.reset()
+                backoff.quiet()  # the next request will poke
             elif comm.Iprobe(MPI.ANY_SOURCE, TAG_DONE, status):
                 comm.Recv(done, status.Get_source(), TAG_DONE)
                 with rank.lock:
@@ -588,7 +718,10 @@ def gossip_finish(rank, compute_done, backoff):
         while len(progress.finished) < rank.size or ckpt.saving:
             if not (rank.poll() | ckpt.poll()):
                 backoff.idle()
-        for request in [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, rank.size)]:
+        requests = [comm.Isend(notice, dest, TAG_STOP) for dest in range(1, rank.size)]
+        for dest in range(1, rank.size):
+            rank.waker.poke(dest)
+        for request in requests:
             wait(request, backoff)
         return
     progress.finish(backoff)
@@ -603,8 +736,8 @@ def run_gossip(rank):
     """A gossip protocol at this rank: the compute thread runs local updates back to back while
     the communication thread exchanges. Returns whether this node is still alive (not failed)."""
     protocol, ckpt = rank.protocol, rank.ckpt
-    compute_done, doorbell = threading.Event(), Doorbell()
-    comm_thread = rank.start_communication(gossip_communication, compute_done, doorbell)
+    compute_done = threading.Event()
+    comm_thread = rank.start_communication(gossip_communication, compute_done)
     while True:
         if ckpt.due():
             ckpt.pause()
@@ -622,11 +755,11 @@ def run_gossip(rank):
         loss, duration = rank.local_update(after, lr)
         with rank.lock:
             protocol.after_update(before, after, loss, duration, rank.clock())
-        doorbell.ring()  # a per_update exchange may start now
+        rank.waker.ring()  # a per_update exchange may start now
     alive = not protocol.failed(rank.clock())
     ckpt.compute_finished()
     compute_done.set()
-    doorbell.ring()
+    rank.waker.ring()
     comm_thread.join()
     return alive
 
@@ -656,14 +789,18 @@ def start_rank(comm, cfg, run):
               f"({time.time() - run['started']:.1f} s)", flush=True)
     resume = run.get("resume")  # this rank's checkpoint (main.py loads it for --resume)
     polite_barrier(comm)
+    waker = Waker(comm)
+    if rank_id == 0:
+        print(f"[start] waiting: the communication thread {waker.strategy}", flush=True)
     elapsed = resume["meta"]["elapsed"] if resume else 0.0
     start = comm.bcast(time.time() - elapsed)  # one time origin for every rank's events; a resumed clock goes on
     clock = lambda: time.time() - start  # noqa: E731
     log = EventLog(os.path.join(cfg["out"], f"events-rank{rank_id}.jsonl"), clock,
                    resume_at=resume["log_offset"] if resume else None)
     # the pid maps the launcher's "BAD TERMINATION ... PID" line to a rank
-    log.write("start", pid=os.getpid(), host=socket.gethostname(), **(dict(resumed_at=elapsed) if resume else {}))
-    rank = Rank(comm, cfg, run, node, log, clock, resume)
+    log.write("start", pid=os.getpid(), host=socket.gethostname(), waiting=waker.strategy,
+              **(dict(resumed_at=elapsed) if resume else {}))
+    rank = Rank(comm, cfg, run, node, log, clock, resume, waker)
     if rank_id == 0:
         write_summary(cfg["out"], cfg, comm.Get_size(), wall_time_s=clock(), complete=False)
         print(PROGRESS_HEADER, flush=True)
