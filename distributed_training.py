@@ -44,6 +44,7 @@ from events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, reco
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS, TAG_EVAL = range(1, 9)
 HEADER_WORDS = 3       # walk messages: (walk_id, visits done, hops made); exchange messages: unused
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
+POKED_PATIENCE = 5e-4  # seconds an idle compute thread, poked, probes for the walk announced
 
 
 def cores_for_this_process():
@@ -151,12 +152,12 @@ class Backoff:
         self.cap = waker.cap if cap is None else cap
 
     def idle(self, until=None):
-        """Wait; `until` (the clock's time, optional) ends the wait no later than then."""
+        """Wait; `until` (the clock's time, optional) ends the wait no later than then.
+        Returns True if a poke or a ring ended it."""
         timeout = self.delay if until is None else min(self.delay, until - self.clock())
-        if self.waker.wait(timeout, self.thread):
-            self.delay = self.low
-        else:
-            self.delay = min(self.delay * 2, self.cap)
+        woken = self.waker.wait(timeout, self.thread)
+        self.delay = self.low if woken else min(self.delay * 2, self.cap)
+        return woken
 
     def reset(self):
         """Something is due soon (a request to complete): short waits again."""
@@ -495,15 +496,19 @@ class Rank:
 # -----------------------------------------------------------------------------
 # walk protocols (Multi-Walk)
 
-def receive_walks(rank, pool):
+def receive_walks(rank, pool, patience=0.0):
     """Every walk message waiting for this rank, into the protocol's queue; True if there was one.
     The communication thread calls it always, the compute thread when it has nothing to do (so a
-    hop to an idle node wakes one thread, not two); a matched probe gives a message to one of them."""
-    received = False
+    hop to an idle node wakes one thread, not two); a matched probe gives a message to one of them.
+    `patience`: seconds to keep probing for a first one, which a poke has announced (MPI can take
+    a few probes to show it; a probe costs microseconds, a sleep and a wake-up tens of them)."""
+    received, give_up = False, time.perf_counter() + patience
     while True:
         message = rank.comm.Improbe(MPI.ANY_SOURCE, TAG_WALK)
         if message is None:
-            return received
+            if received or time.perf_counter() >= give_up:
+                return received
+            continue
         buf = pool.get()
         message.Recv(buf.mpi)
         walk_id, visits, hops = buf.header.tolist()
@@ -599,8 +604,8 @@ def run_walks(rank):
         if step is None:
             if receive_walks(rank, pool):
                 backoff.quiet()  # another walk will poke
-            else:
-                backoff.idle(until=rank.clock() + min(until_eval, ckpt.seconds_to_next()))
+            elif backoff.idle(until=rank.clock() + min(until_eval, ckpt.seconds_to_next())):
+                receive_walks(rank, pool, patience=POKED_PATIENCE)
             continue
         action, walk, detail = step
         if action == protocols.COMPUTE:

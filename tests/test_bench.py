@@ -26,22 +26,28 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
     (tmp_path / "gossip" / "events-rank5.jsonl").write_text('{"t": 1.0, "type": "transfer", "to": 0, "bytes": 4}\n')
     # the work is bounded (2 ranks, 2 s runs, tiny model); bench.py's own per-launch timeout catches a hang
     done = subprocess.run([sys.executable, "bench.py", "--nodes", "2", "--walks", "2", "--train-time", "2",
-                           "--hop-time", "1", "--trim", "0.25", "--params", "1000", "--out", str(tmp_path)],
+                           "--hop-time", "1", "--trim", "0.25", "--params", "1000", "--real", "mlp",
+                           "--real-walks", "1", "--real-time", "2", "--idle-time", "3", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    assert sorted(k for k in result if "efficiency" in k) == ["gossip_efficiency", "mw2_efficiency",
-                                                              "mw2_engine_efficiency"]
-    assert [k for k in result if "hop" in k] == ["hop_overhead"]
+    assert sorted(k for k in result if "efficiency" in k) == [
+        "gossip_efficiency", "mlp_gossip_real_compute_efficiency", "mlp_mw1_real_compute_efficiency",
+        "mw2_efficiency", "mw2_engine_efficiency"]
+    assert sorted(k for k in result if "hop" in k) == ["hop_over_pingpong", "hop_overhead"]
+    idle = result.pop("idle_cores")  # a few ticks of CPU time over 1.75 s: may round to 0
+    assert math.isfinite(idle) and 0 <= idle < 2  # the whole job on this 2-core machine
     assert all(math.isfinite(v) and v > 0 for v in result.values())
     counters = {k: v for k, v in result.items() if k.startswith("counter_")}
     assert counters == dict.fromkeys(["counter_mw_transfers", "counter_mw_bytes", "counter_gossip_transfers",
                                       "counter_gossip_bytes", "counter_summary"], 1.0)
     table = "\n".join(lines[:-1])
     for row in ("MW-2 efficiency", "MW-2 engine efficiency", "gossip efficiency", "hop overhead",
+                "mlp MW-1 real compute", "mlp gossip real compute", "idle cost",
                 "MW transfers", "gossip bytes", "summary.json totals"):
         assert f"| {row} " in table
+    assert "waiting: sleeps until woken (1 same-host peers can)" in table  # the idle run's start event
 
 
 def write_run(out, events, summary):

@@ -1,0 +1,43 @@
+"""How idle threads wait (distributed_training.Waker): asleep on their own sockets, woken by a
+poke from a rank on the same host or a ring from the rank's other thread. Real mpirun, 3 ranks."""
+import subprocess
+import sys
+import textwrap
+
+import mpirun as mpirun_lib
+from conftest import REPO
+
+SCRIPT = textwrap.dedent("""
+    import sys, time
+    from mpi4py import MPI
+    import distributed_training as dt
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    waker = dt.Waker(comm)
+    assert waker.pokable == {0, 1, 2} - {rank}, waker.pokable
+    assert waker.cap == dt.Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
+    comm.Barrier()
+    if rank == 0:
+        time.sleep(0.3)
+        waker.poke(1, dt.COMPUTE)           # rank 1's compute thread, not its communication thread
+        waker.ring(dt.COMM)
+        assert waker.wait(5.0, dt.COMM)     # its own ring
+        assert not waker.wait(0.0, dt.COMM)  # answered: nothing left
+    elif rank == 1:
+        started = time.monotonic()
+        assert waker.wait(10.0, dt.COMPUTE)
+        woken_after = time.monotonic() - started
+        assert 0.2 < woken_after < 9, woken_after  # by the poke, not the timeout
+        assert not waker.wait(0.05, dt.COMM)       # the poke was for the other thread
+    else:
+        assert not waker.wait(0.5, dt.COMPUTE)     # nobody poked rank 2
+    comm.Barrier()
+    print("ok", rank, flush=True)
+""")
+
+
+def test_pokes_wake_the_thread_they_name_and_nothing_else():
+    done = subprocess.run(mpirun_lib.command(3, "-c", [SCRIPT]), cwd=REPO, capture_output=True, text=True,
+                          env=dict(mpirun_lib.environment(), PYTHONPATH=str(REPO)), timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert sorted(done.stdout.split()) == sorted("ok 0 ok 1 ok 2".split())
