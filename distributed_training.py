@@ -2,16 +2,18 @@
 The asynchronous worker loops of Multi-Walk and Asynchronous Gossip over MPI
 point-to-point messages, one rank per graph node.
 
-Every rank runs two threads:
+Every rank runs two threads (MPI_THREAD_MULTIPLE):
   - the compute thread (the main thread) runs local updates, merges and evaluations
-    by calling the rules in algorithms.py;
-  - the communication thread owns every MPI call during training: it receives
-    walks and exchange requests, sends models, and answers a passive gossip node's
-    exchanges while that node computes.
+    by calling the rules in algorithms.py; under MW it also takes in and sends on the
+    walks it serves, so a hop to an idle node wakes one thread;
+  - the communication thread does every other MPI call during training: exchanges,
+    walks that arrive while the compute thread is busy, a passive gossip node's
+    replies, progress counters, checkpoints.
 A model travels as one contiguous host buffer: a small int64 header followed by
 the parameters, in fp32 or (--transfer-dtype bfloat16) bf16; averaging and merging
 always run in fp32. CUDA models are staged through pinned host memory.
-An idle communication thread sleeps until woken (Waker): ranks share few cores.
+Idle threads sleep in the kernel until a rank on the same host that sends them a
+message, or the rank's other thread, wakes them (Waker): no polling on shared cores.
 
 What a node does (on a walk's arrival, after a local update, on an exchange, at a
 failure time) is its protocol's (protocols.py), shared with the simulator; this

@@ -46,6 +46,9 @@ def main(argv):
         error = first_line(e)
     from mpi4py import MPI  # cheap next to torch, which nothing imports until every rank agrees the flags are good
     comm = MPI.COMM_WORLD
+    if error is None and MPI.Query_thread() < MPI.THREAD_MULTIPLE:  # a rank's threads both call MPI
+        error = (f"this MPI library gives thread level {MPI.Query_thread()}, the engine needs MPI_THREAD_MULTIPLE "
+                 f"({MPI.THREAD_MULTIPLE}): use an MPI library that provides it (MPICH and Open MPI 3 or later do)")
     if error is None:
         try:
             out_lock = claim_out(cfg, comm.Get_rank())
