@@ -199,24 +199,29 @@ def real_compute_rows(args, model, cifar_dir):
                             args.real_time).split()[-1])
 
     def measured(name, extra, family):
+        """Updates/s of the real run, and where its time goes (a walk's, or a node's)."""
         out = run_engine(args, f"{model}-{name}", args.nodes, extra + flags, args.real_time)
         counted.append((family, out))
-        return steady_rate(read_events(out), "update", args.real_time, args.trim)
+        events = read_events(out)
+        split = time_split(events, "walk" if family == "MW" else "rank", argparse.Namespace(
+            trim=args.trim, train_time=args.real_time))
+        return steady_rate(events, "update", args.real_time, args.trim), split
 
     for walks in args.real_walks:
         free = computing(walks)
         queueing = contention_free_rate(args, walks) / (walks / args.compute)  # share of R/t the routes allow
-        rate = measured(f"mw{walks}", ["--algorithm", "mw", "--walks", str(walks)], "MW")
+        rate, split = measured(f"mw{walks}", ["--algorithm", "mw", "--walks", str(walks)], "MW")
         rows.append((f"{model} MW-{walks} real compute", f"{rate:.2f} updates/s", f"{free * queueing:.2f} updates/s",
                      f"{rate / (free * queueing):.3f}",
-                     f"bound: {walks} ranks computing alone ({free:.2f}/s) x {queueing:.3f} queueing"))
+                     f"bound: {walks} ranks computing alone ({free:.2f}/s) x {queueing:.3f} queueing; {split}"))
         result[f"{model}_mw{walks}_real_compute_efficiency"] = round(rate / (free * queueing), 4)
     free = computing(args.nodes)
     # the authors' coupling holds a node's next update until an exchange has taken its last one
     # (FIDELITY.md): a wait of the algorithm, not of the engine, so this row lets updates run free
-    rate = measured("gossip", ["--algorithm", "gossip", "--walks", "1", "--gossip-coupling", "immediate"], "gossip")
+    rate, split = measured("gossip", ["--algorithm", "gossip", "--walks", "1", "--gossip-coupling", "immediate"],
+                           "gossip")
     rows.append((f"{model} gossip real compute", f"{rate:.2f} updates/s", f"{free:.2f} updates/s", f"{rate / free:.3f}",
-                 f"bound: {args.nodes} ranks computing alone; immediate coupling"))
+                 f"bound: {args.nodes} ranks computing alone; immediate coupling; {split}"))
     result[f"{model}_gossip_real_compute_efficiency"] = round(rate / free, 4)
     return rows, result, counted
 
