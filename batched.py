@@ -23,6 +23,14 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad_and_value, vmap
 
+import algorithms
+
+# On a CPU, fewer updates than this in flight are computed one at a time (algorithms.local_update on
+# the node, whose module and optimizer state are views of its bank rows): vmap's fixed cost made a
+# lone digits-MLP update 2-3 times slower than local_update, and it broke even at 3-4 updates
+# (2 loaded cores, torch 2.13). On a GPU every flush is batched.
+CPU_MIN_BATCH = 4
+
 
 def can_batch(node):
     """Whether node's local update is one this module computes exactly as local_update does:
@@ -73,11 +81,13 @@ class PendingUpdate:
 
 class BatchedUpdates:
     """The local updates of nodes that share one architecture, task and optimizer settings."""
-    def __init__(self, nodes, tau):
+    def __init__(self, nodes, tau, min_batch=None):
         self.nodes, self.tau = nodes, tau
         self.pending = []  # PendingUpdate, at most one per node (a node computes one update at a time)
         first = nodes[0]
         self.device = first.device
+        # flushes of fewer updates run them one at a time (CPU_MIN_BATCH)
+        self.min_batch = min_batch or (1 if self.device.type == "cuda" else CPU_MIN_BATCH)
         template = copy.deepcopy(first.model).train()
         self.loss_module = LossOf(template, first.loss_fn)
         self.param_names = [name for name, _ in template.named_parameters()]  # flatten_params order
@@ -120,6 +130,11 @@ class BatchedUpdates:
         if not self.pending:
             return
         updates, self.pending = self.pending, []
+        if len(updates) < self.min_batch:
+            for update in updates:
+                self.publish_momentum(update.node_id)  # torch's SGD steps the bank's row in place
+                update.mean_loss = algorithms.local_update(self.nodes[update.node_id], update.params, self.tau, update.lr)
+            return
         rows = torch.tensor([u.node_id for u in updates], device=self.device)
         count = len(updates)
         # every node draws its batches in the order the sequential path would

@@ -61,6 +61,7 @@ config = dict(
     compute_time_mean=0.025,  # seconds of virtual time per local update
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
+    virtual_model_bytes=0,    # > 0: the bytes one model transfer counts and takes (ResNet-20: 1089896), whatever the model trained; 0 = its own
     emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies)
     emulate_compute=0.0,     # with emulate_params, real runs: a local update is a sleep of this many seconds
     # fidelity switches (FIDELITY.md): the authors' behaviour by default, the cleaner variant on request
@@ -89,7 +90,7 @@ SOFTWARE_KEY = "software"
 START_KEYS = ("resume", "overwrite")
 # the allowed values of every number (float keys must also be finite; the two lists are checked below)
 RANGES = dict(walks=">= 1", tau=">= 1", batch_size=">= 1", nodes=">= 0", max_iterations=">= 0", eval_samples=">= 0",
-              seed=">= 0", emulate_params=">= 0", synthetic_samples=">= 1", synthetic_features=">= 1",
+              seed=">= 0", emulate_params=">= 0", virtual_model_bytes=">= 0", synthetic_samples=">= 1", synthetic_features=">= 1",
               synthetic_classes=">= 2", alpha="> 0", lr="(0, 10]", momentum="[0, 1)", weight_decay="[0, 1)",
               er_p="(0, 1]", laziness="[0, 1)", warmup_time=">= 0", train_time="> 0", eval_interval="> 0",
               checkpoint_every=">= 0", compute_time_mean="> 0", bandwidth="> 0", latency=">= 0", emulate_compute=">= 0",

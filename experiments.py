@@ -1,15 +1,20 @@
 """
 The experiment grid: a named preset of configurations x seeds, run one after the
-other through mpirun, then the paper's figures and REPORT.md from the finished runs.
+other through mpirun (or, for a simulated preset, simulate.py), then the paper's
+figures and REPORT.md from the finished runs.
 
     python experiments.py cpu                      # ~20 min on 2 cores: runs, figures, REPORT.md
     python experiments.py paper --data-dir /data/cifar-10-batches-py    # the paper's grid, GPU cluster
+    python experiments.py paper_sim                # the paper's grid in simulation, one process, ~1 h
     python experiments.py report cpu               # figures + REPORT.md from the runs that exist
     python experiments.py list paper --only cycle  # the runs of a preset, done or not
     python experiments.py paper --only cycle --mpirun "mpirun -f hosts"   # a share of the grid, on a cluster
 
 Run r of preset P writes runs/P/<r>/ (config.json, events-rank*.jsonl, summary.json,
-plus stdout.log, stderr.log and launch.json from this runner). A run is done when
+plus stdout.log, stderr.log and launch.json from this runner). A simulated preset's run is
+`python simulate.py --nodes V ...` (what `list` prints), started as a forked child of this
+process, which has imported torch once: the same code and outputs without the seconds of
+start-up per run. A run is done when
 its summary.json says complete=true; done runs are skipped, so an interrupted grid
 resumes where it stopped. A failed run prints the tail of its stderr and the grid
 goes on; the exit code is 1 if any run failed. The report goes to runs/reports/P/
@@ -17,7 +22,9 @@ goes on; the exit code is 1 if any run failed. The report goes to runs/reports/P
 """
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -25,21 +32,94 @@ import subprocess
 import sys
 import time
 
+import config
 import mpirun as mpirun_lib
 import runs as runs_lib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MAIN = os.path.join(HERE, "main.py")
+SIMULATE = os.path.join(HERE, "simulate.py")
 PAPER_GRAPHS = {kind: os.path.join(HERE, "configs", "paper", f"{kind}_graph_20_nodes.json")
                 for kind in ("cycle", "complete", "erdos_renyi")}
 
 # Gossip at the three exchange rates claim 4 is shown at (FIDELITY.md): "gossip" is the authors-like
 # default (--gossip-interval 0.045), "gossip-b2b" back to back, "gossip-pu" one exchange per local update.
 GOSSIP_RATES = {"gossip": {}, "gossip-b2b": dict(gossip_interval=0.0), "gossip-pu": dict(gossip_mode="per_update")}
+GOSSIP_INTERVAL_AUTHORS = config.config["gossip_interval"]  # the authors-like rate of "gossip"
+
+# The paper's hardware on the simulator's virtual clock (paper_sim; its REPORT.md derives them):
+RESNET20_BYTES = 272_474 * 4   # one fp32 ResNet-20 on the wire, counted and timed per transfer: 1,089,896 B
+GPU_UPDATE_S = 0.025           # mean of one local update of ResNet-20 (tau 5 steps of batch 32) on a GPU
+LINK_BYTES_PER_S = 1.25e8      # 1 Gbit/s links (8.7 ms per ResNet-20)
+LINK_LATENCY_S = 1e-4
+
+def paper_sim_notes(preset):
+    """The setting of the paper_sim preset, for its REPORT.md: the task, the budget and target, and where
+    the virtual-time model's numbers come from."""
+    flags = preset["flags"]
+    transfer_ms = (flags["virtual_model_bytes"] / flags["bandwidth"] + flags["latency"]) * 1e3
+    update_ms = flags["compute_time_mean"] * 1e3
+    return [
+        f"**Grid.** The paper's (SEMANTICS.md §7): V = 20 on the exact graphs of `configs/paper/` (cycle, complete, "
+        f"Erdos-Renyi), Dirichlet alpha in {{10, 1, 0.1}} (the authors' partitioner), MW-{{1, 5, 10, 15}} and gossip at "
+        f"the three exchange rates of FIDELITY.md (authors-like: {GOSSIP_INTERVAL_AUTHORS * 1e3:g} ms between an active "
+        f"node's exchange starts; back to back; one exchange per local update), tau = {flags['tau']}, seeds "
+        f"{', '.join(map(str, preset['seeds']))} (a seed fixes the split, the initial model, the batches, the walks and "
+        "every compute time, so each run is reproduced exactly by its `python simulate.py` line in "
+        "`python experiments.py list paper_sim`). Added for claim 3's V axis: gossip (authors-like) on complete "
+        "graphs of 5 and 10 nodes, alpha 1.",
+        "",
+        f"**Task.** scikit-learn's digits (8x8 grey images, 1,438 train / 359 test, offline) and the project's MLP "
+        f"(64-128-10, 9,610 parameters), batch {flags['batch_size']}, lr {flags['lr']:g} with Nesterov momentum 0.9 "
+        f"and weight decay 1e-4; 71 training images per node. The harder models do not fit the hour on this machine "
+        f"(2 cores shared with other work, one thread): a small CNN with BatchNorm (two 3x3 convolutions of 16 and 32 "
+        f"channels, 38k parameters) took 3.7 ms per SGD step against the MLP's 0.47 ms, i.e. 5-8 hours for the grid; "
+        f"ResNet-20 took 0.8 s per local update (one thread). With `--data-dir` the same grid runs "
+        f"ResNet-20 on CIFAR-10 (the paper's task) with a {preset['with_data_dir']['flags']['max_iterations']:,}-update "
+        f"budget and a {preset['with_data_dir']['target']:g} target, both untested guesses for a GPU machine.",
+        "",
+        f"**Budget and target.** Every run ends at {flags['max_iterations']:,} local updates over all nodes, not at "
+        "the paper's 15 minutes: equal budgets give every curve the same number of updates to reach the target, and a "
+        "simulated run costs its number of updates, not its virtual time (MW-1 covers 20 times the virtual time of "
+        "gossip with the same updates, which the time panels show). The learning rate is constant (no warm-up, no "
+        "decay): on the virtual clock they would fall at different iterations for each algorithm. About "
+        f"{preset['evals_per_run']} evaluations per run (`--eval-interval` from the rate the delay model predicts), "
+        f"so *iterations to target* has a resolution of about {flags['max_iterations'] // preset['evals_per_run']} "
+        f"updates. Target: test accuracy >= {preset['target']:g}, which the best curve of a setting reaches after "
+        "hundreds of updates (the table above; the MLP's best accuracy here is about 0.97).",
+        "",
+        f"**Compute time: {update_ms:g} ms per local update**, exponential (the paper's delay model), one draw per update "
+        "from the seed. An estimate, not a measurement (no GPU was lent to this task): one SGD step of ResNet-20 on a "
+        "batch of 32 is about 4 G multiply-adds (3 x 41 M per image for the forward and backward passes), under a "
+        "millisecond of arithmetic on a data-centre GPU; at that size an eager PyTorch step is bound by launching "
+        "its ~250 kernels (~15-20 us of dispatch each), 4-5 ms, so tau = 5 steps with batch reads and host-device "
+        f"copies take 20-30 ms. The authors' CPU-side augmentation and 10 ms polling could add 5-15 ms more. The same "
+        "25 ms is config.py's default and large_v.py's.",
+        "",
+        f"**Bandwidth: {flags['bandwidth'] * 8 / 1e9:g} Gbit/s per link** plus {flags['latency'] * 1e3:g} ms: "
+        f"{transfer_ms:.2f} ms per transfer of ResNet-20's {flags['virtual_model_bytes']:,} B (272,474 fp32), which "
+        "is also what every transfer counts (`--virtual-model-bytes`), so the GB axis is the paper's model's. "
+        "FIDELITY.md's derivation of the authors' exchange rate puts two 1.09 MB transfers through gloo at about "
+        "10-20 ms on their network, 5-10 ms each: 1-2 Gbit/s. The paper states no link speed that this project has.",
+        "",
+        f"**Gossip pacing against this clock.** The authors-like interval ({GOSSIP_INTERVAL_AUTHORS * 1e3:g} ms) comes "
+        "from the authors' 10 ms sleep-polls, not from their GPUs, so it stays. An exchange takes two transfers "
+        f"({2 * transfer_ms:.1f} ms), so the interval, not the link, sets the rate: at most "
+        f"{1 / GOSSIP_INTERVAL_AUTHORS:.0f} exchanges/s per active node, while a node computes up to "
+        f"{1e3 / update_ms:.0f} updates/s. With the authors' coupling (a finished delta waits for an exchange, "
+        "FIDELITY.md) authors-like gossip is therefore exchange-bound here: about one exchange per active-node "
+        "update and fewer updates per virtual second than back-to-back gossip (the table above). With updates of "
+        f"{GOSSIP_INTERVAL_AUTHORS * 1e3:g} ms or more (a slower GPU) it would be compute-bound. Back to back "
+        f"({2 * transfer_ms:.1f} ms per exchange) is compute-bound. Iterations and bytes depend on the clock only "
+        "through such rates (exchanges per update, walks queueing at a node).",
+    ]
+
 
 # A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms), seeds,
 # and the target the report measures against (a value of --metric, test accuracy by default).
-# Algorithms are "mw<R>" or "gossip".
+# Algorithms are "mw<R>" or "gossip". A simulated preset (runner "simulate") also has
+# evals_per_run (each run's --eval-interval is set from it), a wall-clock timeout per run, and
+# with_data_dir: what changes when experiments.py is given --data-dir.
 PRESETS = dict(
     paper=dict(
         about="the paper's grid (SEMANTICS.md §7): CIFAR-10 + ResNet-20 on the paper's 20-node graphs, 15-minute runs",
@@ -55,6 +135,21 @@ PRESETS = dict(
               (8, "complete", 0.1, ["mw1", "mw4", "mw8", *GOSSIP_RATES]),
               (4, "complete", 1.0, ["gossip"])],  # gossip throughput against V
         seeds=(0, 1), target=0.9, startup_allowance=180),
+    paper_sim=dict(
+        about="the paper's grid in simulation (simulate.py, one process at a time): digits + MLP on the paper's "
+              "20-node graphs, ResNet-20's bytes and a GPU's update time on the virtual clock, 5 seeds, ~1 h on 2 cores "
+              "(--data-dir: ResNet-20 on CIFAR-10, for a GPU)",
+        runner="simulate",
+        # runs end at the same number of local updates (all nodes); a constant lr, since a virtual-time
+        # warm-up and decay would fall at different iterations for each algorithm
+        flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.0, train_time=1e9, max_iterations=3000,
+                   compute_time_dist="exponential", compute_time_mean=GPU_UPDATE_S, bandwidth=LINK_BYTES_PER_S,
+                   latency=LINK_LATENCY_S, virtual_model_bytes=RESNET20_BYTES),
+        grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", *GOSSIP_RATES])
+              for kind in ("cycle", "complete", "erdos_renyi") for alpha in (10.0, 1.0, 0.1)]
+             + [(nodes, "complete", 1.0, ["gossip"]) for nodes in (5, 10)],  # claim 3: gossip against V
+        seeds=(0, 1, 2, 3, 4), target=0.93, evals_per_run=100, timeout=900, notes=paper_sim_notes,
+        with_data_dir=dict(flags=dict(task="cifar10", max_iterations=20000), target=0.7)),
     smoke=dict(
         about="two 3-second runs on 4 ranks: the whole pipeline end to end (tests/test_experiments.py)",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.5, train_time=3, eval_interval=0.2),
@@ -63,9 +158,32 @@ PRESETS = dict(
 )
 
 
+def with_data_dir(preset, data_dir):
+    """The preset as run with --data-dir: a simulated preset's with_data_dir changes applied."""
+    change = preset.get("with_data_dir") if data_dir else None
+    return dict(preset, flags=dict(preset["flags"], **change["flags"]), target=change["target"]) if change else preset
+
+
+def is_simulated(preset):
+    return preset.get("runner") == "simulate"
+
+
+def eval_interval(preset, nodes, algorithm):
+    """Virtual seconds between a simulated run's evaluations: about preset["evals_per_run"] of them over
+    its iteration budget at the rate the delay model gives (MW-R: R / (update + transfer) updates/s,
+    gossip: V / update); walks that queue and gossip nodes that wait for an exchange go slower, and
+    so are evaluated a little more often."""
+    flags = preset["flags"]
+    transfer = flags["virtual_model_bytes"] / flags["bandwidth"] + flags["latency"]
+    rate = (int(algorithm[2:]) / (flags["compute_time_mean"] + transfer) if algorithm.startswith("mw")
+            else nodes / flags["compute_time_mean"])
+    return round(flags["max_iterations"] / rate / preset["evals_per_run"], 6)
+
+
 def expand(preset, data_dir=None, only=None):
     """The preset's runs, in order: [dict(name, nodes, flags)]."""
     runs = []
+    preset = with_data_dir(preset, data_dir)
     for nodes, graph, alpha, algorithms in preset["grid"]:
         for algorithm in algorithms:
             for seed in preset["seeds"]:
@@ -74,6 +192,8 @@ def expand(preset, data_dir=None, only=None):
                              algorithm="mw" if algorithm.startswith("mw") else "gossip",
                              walks=int(algorithm[2:]) if algorithm.startswith("mw") else 1,
                              **GOSSIP_RATES.get(algorithm, {}))
+                if is_simulated(preset):
+                    flags["eval_interval"] = eval_interval(preset, nodes, algorithm)
                 if data_dir:
                     flags["data_dir"] = data_dir
                 name = f"{runs_lib.graph_kind(graph)}-V{nodes}-a{alpha:g}-{algorithm}-s{seed}"
@@ -89,14 +209,21 @@ def argv_of(flags):
     return argv
 
 
+def command_of(run, out, preset, mpirun):
+    """The command line of one run: mpirun -n V python main.py ..., or python simulate.py --nodes V ..."""
+    argv = argv_of(run["flags"]) + ["--out", out]
+    if is_simulated(preset):
+        return [sys.executable, SIMULATE, "--nodes", str(run["nodes"]), *argv]
+    return mpirun_lib.command(run["nodes"], MAIN, argv, mpirun)
+
+
 def check_runs(runs, mpirun):
     """The checks every rank of main.py makes before training, once here for the whole grid,
     so a missing dataset or graph file fails now and not after hours of earlier runs.
-    Returns None or a one-line error."""
+    Returns None or a one-line error. mpirun None: simulated runs, no launcher to check."""
     import data
     import graphs
-    import config
-    if not shutil.which(shlex.split(mpirun)[0]):
+    if mpirun is not None and not shutil.which(shlex.split(mpirun)[0]):
         return f"{shlex.split(mpirun)[0]} is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
     checked = set()
     try:
@@ -118,27 +245,78 @@ def check_runs(runs, mpirun):
     return None
 
 
-def launch(run, out, preset, mpirun):
-    """One mpirun; returns (exit code or 'timeout', seconds). launch.json records how it went."""
-    shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
-    os.makedirs(out)
-    command = mpirun_lib.command(run["nodes"], MAIN, argv_of(run["flags"]) + ["--out", out], mpirun)
-    timeout = run["flags"]["train_time"] + preset["startup_allowance"]
-    load_before, started = os.getloadavg()[0], time.time()
+def run_mpirun(command, out, timeout):
+    """The command in its own process group, output into out/; its exit code or 'timeout'."""
     with open(os.path.join(out, "stdout.log"), "w") as stdout, open(os.path.join(out, "stderr.log"), "w") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=mpirun_lib.environment(),
                                    start_new_session=True)  # its own process group, so a hang can be killed whole
         try:
-            code = process.wait(timeout=timeout)
+            return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            code = "timeout"
+            return "timeout"
+
+
+def warm_simulator():
+    """Import what simulate.py imports, once, before the runs are forked from this process: torch
+    (seconds), and torch._dynamo, which torch.optim imports on a first optimizer (seconds more).
+    MPI is not started here: a forked child starts its own when it records the software versions.
+    One torch thread, as simulate.py sets it."""
+    import simulate  # noqa: F401
+    import torch
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+
+
+def simulate_child(argv, out):
+    """In a forked child: simulate.py's main on argv, its output into out/stdout.log and stderr.log."""
+    sys.stdout = open(os.path.join(out, "stdout.log"), "w", buffering=1)
+    sys.stderr = open(os.path.join(out, "stderr.log"), "w", buffering=1)
+    os.dup2(sys.stdout.fileno(), 1)  # and what C code writes
+    os.dup2(sys.stderr.fileno(), 2)
+    import simulate
+    sys.exit(simulate.simulate_main(argv))
+
+
+def run_forked(command, out, timeout):
+    """python simulate.py ARGS as a forked child of this warm process; its exit code or 'timeout'."""
+    sys.stdout.flush()
+    sys.stderr.flush()  # nothing buffered here is written again by the child
+    child = multiprocessing.get_context("fork").Process(target=simulate_child, args=(command[2:], out))
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return "timeout"
+    return child.exitcode
+
+
+def children_cpu_seconds():
+    """User + system CPU seconds of this process's finished children (all of a run's processes once it ended)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def launch(run, out, preset, mpirun):
+    """One run (mpirun, or simulate.py in a forked child); returns (exit code or 'timeout', seconds).
+    launch.json records how it went."""
+    shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
+    os.makedirs(out)
+    command = command_of(run, out, preset, mpirun)
+    simulated = is_simulated(preset)
+    timeout = preset["timeout"] if simulated else run["flags"]["train_time"] + preset["startup_allowance"]
+    load_before, started, cpu_before = os.getloadavg()[0], time.time(), children_cpu_seconds()
+    code = (run_forked if simulated else run_mpirun)(command, out, timeout)
     seconds = time.time() - started
     with open(os.path.join(out, "launch.json"), "w") as f:
         json.dump(dict(command=" ".join(command), exit_code=code, seconds=round(seconds, 2), timeout_s=timeout,
+                       cpu_s=round(children_cpu_seconds() - cpu_before, 2),
                        load_before=load_before, load_after=os.getloadavg()[0], cores=len(os.sched_getaffinity(0)),
-                       env=mpirun_lib.THREAD_LIMITS), f, indent=2)
+                       env={"torch_threads": 1} if simulated else mpirun_lib.THREAD_LIMITS,
+                       **(dict(runner="forked from experiments.py") if simulated else {})), f, indent=2)
     return code, seconds
 
 
@@ -166,10 +344,12 @@ def is_done(run, out):
 def run_grid(name, preset, runs, runs_dir, mpirun):
     """Runs every run not yet done; returns the number that failed."""
     todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
-    error = check_runs(todo, mpirun) if todo else None
+    error = check_runs(todo, None if is_simulated(preset) else mpirun) if todo else None
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if todo and is_simulated(preset):
+        warm_simulator()
     print(f"preset {name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
     failed, started = 0, time.time()
     for i, run in enumerate(runs, 1):
@@ -202,7 +382,7 @@ def make_report(name, preset, runs, runs_dir, report_dir, metric):
     os.makedirs(report_dir, exist_ok=True)
     loaded = runs_lib.find_runs(finished)
     verdicts = report.write_report(loaded, metric, preset["target"], report_dir, f"Reproduction report: preset `{name}`",
-                                   f"python experiments.py report {name}")
+                                   f"python experiments.py report {name}", notes=preset.get("notes", lambda _: [])(preset))
     print(f"{os.path.join(report_dir, 'REPORT.md')} from {len(loaded)} of {len(runs)} runs: "
           + ", ".join(f"claim {n} {v}" for n, v in verdicts.items()), flush=True)
     return 0
@@ -225,7 +405,7 @@ def main(argv=None):
     parser.add_argument("--only", default=None, help="only the runs whose name contains this text")
     parser.add_argument("--mpirun", default="mpirun", help="the launcher and its options, e.g. 'mpirun -f hosts'")
     args = parser.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = with_data_dir(PRESETS[args.preset], args.data_dir)
     runs_dir = os.path.join(args.runs_dir, args.preset)
     report_dir = args.report_dir or os.path.join(args.runs_dir, "reports", args.preset)
     runs = expand(preset, args.data_dir, args.only)
@@ -234,8 +414,10 @@ def main(argv=None):
         return 2
     if args.command == "list":
         for run in runs:
-            done = "done" if is_done(run, os.path.join(runs_dir, run["name"])) else "todo"
-            print(f"{done}  {run['name']}: {args.mpirun} -n {run['nodes']} python main.py {' '.join(argv_of(run['flags']))}")
+            out = os.path.join(runs_dir, run["name"])
+            command = ["python" if word == sys.executable else os.path.relpath(word) if word in (MAIN, SIMULATE) else word
+                       for word in command_of(run, out, preset, args.mpirun)]
+            print(f"{'done' if is_done(run, out) else 'todo'}  {run['name']}: {shlex.join(command)}")
         return 0
     failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun) if args.command == "run" else 0
     code = make_report(args.preset, preset, runs, runs_dir, report_dir, args.metric)

@@ -44,6 +44,9 @@ def main(argv):
         cfg = parse_config(argv)  # before MPI: --help prints and exits here, without mpirun too
     except ConfigError as e:
         error = first_line(e)
+    if error is None and cfg["virtual_model_bytes"]:
+        error = ("virtual_model_bytes is the simulator's (simulate.py): a real run sends and counts its own "
+                 "model's bytes")
     from mpi4py import MPI  # cheap next to torch, which nothing imports until every rank agrees the flags are good
     comm = MPI.COMM_WORLD
     if error is None and MPI.Query_thread() < MPI.THREAD_MULTIPLE:  # a rank's threads both call MPI

@@ -26,23 +26,108 @@ def short(key):
     return f"{kind} V={nodes} {split}"
 
 
+MAX_LISTED = 8  # a claim of more comparisons than this is summarised in its row; its section lists them all
+
+
+def verdict_counts(verdicts):
+    """'20 supported, 4 inconclusive' (the verdicts that occur, in the rules' order)."""
+    verdicts = list(verdicts)
+    return ", ".join(f"{verdicts.count(v)} {v}" for v in (claims.SUPPORTED, claims.CONTRADICTED, claims.INCONCLUSIVE)
+                     if v in verdicts)
+
+
 def pairs_text(pairs):
-    """'A/B on setting: ratio [low, high] verdict' for each comparison."""
+    """'A/B on setting: ratio [low, high] verdict' for each comparison, or a count of verdicts when there are many."""
+    if len(pairs) > MAX_LISTED:
+        return f"{len(pairs)} comparisons: {verdict_counts(p['verdict'] for p in pairs)} (each in its section below)"
     return "; ".join(f"{p['a_label']}/{p['b_label']} on {short(p['key'])}: {p['ratio']:.2f} "
                      f"[{p['low']:.2f}, {p['high']:.2f}] {p['verdict']}" for p in pairs) or "no comparison"
+
+
+def scaling_text(scaling):
+    rows = scaling["rows"]
+    if len(rows) > MAX_LISTED:
+        listed = [f"{len(rows)} points of {len(scaling['series'])} series: {verdict_counts(r['verdict'] for r in rows)} "
+                  "(each in its section below)"]
+    else:
+        listed = [f"{r['series']}: {r['speedup']:.2f} [{r['low']:.2f}, {r['high']:.2f}] at {r['axis']}={r['x']} "
+                  f"(ideal {r['ideal']:.2f}) {r['verdict']}" for r in rows]
+    return "; ".join(listed + [scaling["note"]] * bool(scaling["note"]))
+
+
+def mean_of(values, fmt="{:.3g}"):
+    """'mean (min-max)' of a list of numbers, or the one value."""
+    low, high = min(values), max(values)
+    if low == high:
+        return fmt.format(low)
+    return f"{fmt.format(sum(values) / len(values))} ({fmt.format(low)}-{fmt.format(high)})"
+
+
+def distinct(runs, key):
+    return sorted({run["config"][key] for run in runs})
+
+
+def simulation_section(runs, metric, target):
+    """The virtual clock of simulated runs, read from their configs and summaries: what an update and a
+    transfer cost, the bytes counted, how often gossip exchanged, how far each curve got, and the cost of
+    the simulations themselves."""
+    cfgs = [run["config"] for run in runs]
+    means = distinct(runs, "compute_time_mean")
+    dists = distinct(runs, "compute_time_dist")
+    bytes_counted = sorted({run["summary"]["model_bytes"] for run in runs})
+    bandwidths, latencies = distinct(runs, "bandwidth"), distinct(runs, "latency")
+    lines = ["## The virtual clock (simulated runs)", "",
+             f"Every run is `simulate.py`: all nodes in one process on a virtual clock, the same protocol code as the "
+             f"MPI engine. A local update takes {'an' if dists[0][0] in 'aeiou' else 'a'} {'/'.join(dists)} time of mean "
+             f"{'/'.join(f'{m * 1e3:g}' for m in means)} ms (`--compute-time-dist`, `--compute-time-mean`; drawn per node "
+             f"from the seed). A model transfer takes bytes / bandwidth + latency = "
+             + "; ".join(f"{b:,} B / {w * 8 / 1e9:g} Gbit/s + {lat * 1e3:g} ms = {(b / w + lat) * 1e3:.2f} ms"
+                         for b in bytes_counted for w in bandwidths for lat in latencies)
+             + f", and counts {' or '.join(f'{b:,}' for b in bytes_counted)} bytes"
+             + (" (`--virtual-model-bytes`: the bytes of the model named there, whatever the model trained)"
+                if any(c.get("virtual_model_bytes") for c in cfgs) else "")
+             + ". Time, updates/s and the learning-rate schedule are virtual; iterations and bytes are counted as "
+               "on a real run.", ""]
+    groups = runs_lib.group_runs(runs)
+    rows = {}
+    for key, algos in groups.items():
+        for label, group in algos.items():
+            rows.setdefault(label, []).extend(group)
+    lines += ["| curve | runs | local updates | virtual s per run | updates per virtual s | exchanges per active-node "
+              "update | simulation wall s per run |", "|---|---|---|---|---|---|---|"]
+    for label, group in sorted(rows.items(), key=lambda kv: runs_lib.algorithm_order(kv[0])):
+        exchanges = [r["summary"]["exchanges_per_active_update"] for r in group
+                     if "exchanges_per_active_update" in r["summary"]]
+        walls = [r["launch"]["seconds"] for r in group if r["launch"]]
+        lines.append(f"| {label} | {len(group)} | {mean_of([r['summary']['iterations'] for r in group], '{:.0f}')} | "
+                     f"{mean_of([r['summary']['wall_time_s'] for r in group])} | "
+                     f"{mean_of([r['updates_per_s'] for r in group if r['updates_per_s']], '{:.0f}')} | "
+                     f"{mean_of(exchanges, '{:.2f}') if exchanges else '—'} | {mean_of(walls, '{:.1f}') if walls else '—'} |")
+    best = []
+    for key, algos in groups.items():
+        reached = {label: [claims.to_target(r, "iterations", metric, target) for r in group] for label, group in algos.items()}
+        reached = {label: v for label, v in reached.items() if not any(c for _, c in v)}
+        if reached:
+            label = min(reached, key=lambda lab: sum(v for v, _ in reached[lab]))
+            best.append(f"{short(key)}: {label}, {claims.fmt_mean(reached[label], 'iterations')}")
+    lines += ["", "Iterations to the target of the curve that needs the fewest (among those that reached it in every "
+              "seed), mean [95% CI]: " + ("; ".join(best) or "none reached it in every seed") + ".", ""]
+    return lines
 
 
 def cell(value, fmt="{}"):
     return "—" if value is None else fmt.format(value)
 
 
-def write_report(runs, metric, target, out_dir, title, command):
-    """REPORT.md and figures/ in out_dir; returns {claim number: verdict}."""
+def write_report(runs, metric, target, out_dir, title, command, notes=()):
+    """REPORT.md and figures/ in out_dir; returns {claim number: verdict}. notes: markdown lines on
+    the setting (a preset's), written after the opening paragraph."""
     claims.check_metric(metric)
     groups = runs_lib.group_runs(runs)
     figures = plots.draw_all(runs, os.path.join(out_dir, "figures"))
     diameters = {key: claims.setting_diameter(algos) for key, algos in groups.items()}
     launches = [r["launch"] for r in runs if r["launch"]]
+    simulated = all(runs_lib.is_simulated(r) for r in runs)
     cores = max((launch["cores"] for launch in launches), default=None)
     cycle, complete = claims.claim_cycle(groups, metric, target), claims.claim_complete(groups, metric, target)
     scaling = claims.claim_scaling(groups, cores)
@@ -54,10 +139,8 @@ def write_report(runs, metric, target, out_dir, title, command):
          cycle["note"] or pairs_text(cycle["pairs"]), cycle["verdict"]),
         ("On a complete graph the ordering depends on R and heterogeneity; gossip can win with many walks "
          "or extreme non-iid data (alpha = 0.1).", complete["note"] or pairs_text(complete["pairs"]), complete["verdict"]),
-        ("Wall-clock: MW speeds up about linearly in R; gossip about linearly in V.",
-         "; ".join([f"{r['series']}: {r['speedup']:.2f} [{r['low']:.2f}, {r['high']:.2f}] at {r['axis']}={r['x']} "
-                    f"(ideal {r['ideal']:.2f}) {r['verdict']}" for r in scaling["rows"]] + [scaling["note"]] * bool(scaling["note"])),
-         scaling["verdict"]),
+        ("Wall-clock: MW speeds up about linearly in R; gossip about linearly in V."
+         + (" (Simulated runs: on the virtual clock.)" if simulated else ""), scaling_text(scaling), scaling["verdict"]),
         ("Communication: MW needs fewer bytes than gossip to reach the target, except on small-diameter graphs "
          "with extreme heterogeneity; MW-1 needs the fewest.",
          "; ".join(f"gossip {rate}: {sum(p['verdict'] == claims.SUPPORTED for p in c['pairs'] if not p['role'].startswith('exception'))}"
@@ -69,16 +152,22 @@ def write_report(runs, metric, target, out_dir, title, command):
         plots.draw_throughput(scaling["series"], throughput_png)
     loads = [launch["load_before"] for launch in launches]
     seconds = [launch["seconds"] for launch in launches]
+    cpu = [launch["cpu_s"] for launch in launches if "cpu_s" in launch]
     seeds = sorted({r["config"]["seed"] for r in runs})
     md = [f"# {title}", "",
           f"Written on {datetime.date.today().isoformat()} from {len(runs)} finished runs ({len(seeds)} seed"
           f"{'s' * (len(seeds) > 1)}: {', '.join(map(str, seeds))}); `{command}` rewrites it from the runs on disk."
-          + (f" The {len(seconds)} mpirun launches took {sum(seconds) / 60:.1f} min in all, start-up included "
-             f"(launch.json of each run)." if seconds else "")
+          + (f" The {len(seconds)} {'simulate.py runs' if simulated else 'mpirun launches'} took "
+             f"{sum(seconds) / 60:.1f} min in all, start-up included"
+             + (f", {sum(cpu) / 60:.1f} min of CPU" + (f" in the {len(cpu)} that record it" if len(cpu) < len(seconds) else "")
+                if cpu else "")
+             + " (launch.json of each run)." if seconds else "")
           + (f" Machine: {cores} cores; 1-minute load average before each run {min(loads):.1f}..{max(loads):.1f}."
              " A load average above the core count means other processes shared the cores: wall-clock and "
              "throughput figures are then lower than the machine can do, iteration and byte counts are not affected."
              if cores and loads else ""), "",
+          *(["## Setting", "", *notes, ""] if notes else []),
+          *(simulation_section(runs, metric, target) if simulated else []),
           "How the numbers are computed (runs.eval_curve, claims.to_target): all ranks' event logs are merged on "
           "one clock; at each evaluation of node 0's model, *iterations* = update events of all ranks up to that time, "
           "*bytes* = bytes of all transfer events up to that time. *X to target* is X at the first evaluation that "

@@ -9,7 +9,9 @@ plots and reports read simulated and real runs alike. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),
-  - a model transfer takes model_bytes / bandwidth + latency,
+  - a model transfer takes model_bytes / bandwidth + latency, model_bytes being the trained
+    model's (itemsize x parameters) or --virtual-model-bytes (the bytes of the paper's
+    ResNet-20, say, counted and timed while a small model is trained),
   - every node has one compute queue.
 Time-based settings (train_time, LR schedule, eval_interval) use virtual time;
 evaluations at node 0 take none.
@@ -74,6 +76,8 @@ class Network:
         self.cfg, self.run, self.nodes, self.logs, self.clock = cfg, run, nodes, logs, clock
         x0 = models.flatten_params(nodes[0].model)
         self.dtype, self.model_bytes = protocols.transfer_format(cfg, x0.numel())
+        # the paper's model on the wire (its bytes counted and timed) while a smaller one is trained
+        self.model_bytes = cfg["virtual_model_bytes"] or self.model_bytes
         self.protocols = [protocols.make_protocol(cfg, v, run, x0, self.model_bytes, logs[v]) for v in range(len(nodes))]
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
         # one stream per node: durations never depend on the order in which the simulator visits nodes
@@ -267,7 +271,9 @@ def simulate(cfg, run, verbose=True):
     runs.write_config(cfg)
     if verbose:
         print(setup_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
-              f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s", flush=True)
+              f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s"
+              + (f"; transfers of {cfg['virtual_model_bytes']} B (--virtual-model-bytes)" if cfg["virtual_model_bytes"] else ""),
+              flush=True)
     nodes = [algorithms.make_node(cfg, run, v, device) for v in range(num_nodes)]
     clock = VirtualClock()
     logs = [EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(num_nodes)]

@@ -22,11 +22,12 @@ def twin_nodes(cfg, run):
     return [[algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(cfg["nodes"])] for _ in range(2)]
 
 
-def run_both(cfg, run, rounds, lrs=(0.05, 0.1), seed=0):
+def run_both(cfg, run, rounds, lrs=(0.05, 0.1), seed=0, min_batch=1):
     """`rounds` rounds in which a seeded random subset of nodes each runs one update from its last
-    result at its own lr: sequentially on one set of nodes, as one batch per round on the other."""
+    result at its own lr: sequentially on one set of nodes, as one batch per round on the other
+    (rounds of fewer than min_batch updates one at a time there too)."""
     sequential, batch_nodes = twin_nodes(cfg, run)
-    updates = batched.BatchedUpdates(batch_nodes, cfg["tau"])
+    updates = batched.BatchedUpdates(batch_nodes, cfg["tau"], min_batch=min_batch)
     x0 = models.flatten_params(sequential[0].model)
     seq_params = [x0.clone() for _ in sequential]
     bat_params = [x0.clone() for _ in batch_nodes]
@@ -63,6 +64,17 @@ def test_mlp_updates_match_the_sequential_path(tmp_path):
     assert len(seq_losses) >= 200
     np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
     assert_same_nodes(*state, atol=1e-5)
+
+
+def test_small_flushes_run_one_at_a_time_on_the_nodes_bank_rows(tmp_path):
+    """Flushes below min_batch go through algorithms.local_update on the node itself; mixed with
+    vmapped ones, every node's parameters, momentum and results still equal the sequential path's."""
+    cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
+    run = setup_run.build_run(cfg, cfg["nodes"])
+    *state, seq_losses, bat_losses = run_both(cfg, run, rounds=40, min_batch=3, seed=1)
+    np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
+    assert_same_nodes(*state, atol=1e-5)
+    assert batched.BatchedUpdates(state[1], cfg["tau"]).min_batch == batched.CPU_MIN_BATCH
 
 
 def cifar_shaped_run(cfg, samples=48):
