@@ -89,13 +89,15 @@ def simulation_section(runs, metric, target):
              + ". Time, updates/s and the learning-rate schedule are virtual; iterations and bytes are counted as "
                "on a real run.", ""]
     groups = runs_lib.group_runs(runs)
+    several_v = len({key[1] for key in groups}) > 1
     rows = {}
     for key, algos in groups.items():
         for label, group in algos.items():
-            rows.setdefault(label, []).extend(group)
+            rows.setdefault((label, key[1] if several_v else None), []).extend(group)
     lines += ["| curve | runs | local updates | virtual s per run | updates per virtual s | exchanges per active-node "
               "update | simulation wall s per run |", "|---|---|---|---|---|---|---|"]
-    for label, group in sorted(rows.items(), key=lambda kv: runs_lib.algorithm_order(kv[0])):
+    for (label, nodes), group in sorted(rows.items(), key=lambda kv: (runs_lib.algorithm_order(kv[0][0]), kv[0][1])):
+        label += f", V={nodes}" if nodes else ""
         exchanges = [r["summary"]["exchanges_per_active_update"] for r in group
                      if "exchanges_per_active_update" in r["summary"]]
         walls = [r["launch"]["seconds"] for r in group if r["launch"]]
