@@ -797,6 +797,7 @@ def start_rank(comm, cfg, run):
     resume = run.get("resume")  # this rank's checkpoint (main.py loads it for --resume)
     polite_barrier(comm)
     waker = Waker(comm)
+    faults.wake_rank0 = lambda: waker.poke(0)  # a fault report is taken at once, not at rank 0's next chores
     if rank_id == 0:
         print(f"[start] waiting: the communication thread {waker.strategy}", flush=True)
     elapsed = resume["meta"]["elapsed"] if resume else 0.0

@@ -86,6 +86,11 @@ def record_fault(cfg, line):
     print(line, file=sys.stderr, flush=True)
 
 
+def wake_rank0():
+    """Wakes rank 0's communication thread to take a report; the engine replaces it once its
+    ranks can wake each other (distributed_training.Waker)."""
+
+
 def end_on_fault(comm, cfg, thread, error):
     """Any thread of any rank, on an uncaught exception. Never returns."""
     _fault_reported.acquire()
@@ -96,6 +101,7 @@ def end_on_fault(comm, cfg, thread, error):
         record_fault(cfg, line)
     else:
         report = [comm.Isend(line.encode(), 0, TAG_FAULT), comm.Irecv(bytearray(1), 0, TAG_FAULT_SEEN)]
+        wake_rank0()
         if not completes(report, REPORT_TIMEOUT):
             print(line, file=sys.stderr, flush=True)
     os._exit(supervisor.FAULT_EXIT)
