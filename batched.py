@@ -137,12 +137,12 @@ class BatchedUpdates:
             return
         rows = torch.tensor([u.node_id for u in updates], device=self.device)
         count = len(updates)
-        # every node draws its batches in the order the sequential path would
-        draws = [[self.nodes[u.node_id].batches.next_batch() for _ in range(self.tau)] for u in updates]
+        batches_x, batches_y = self.draw_batches(updates)
         flat = torch.stack([u.params.to(self.device, torch.float32) for u in updates])
         params, offset = {}, 0
         for name, shape in zip(self.param_names, self.shapes):
-            params["model." + name] = flat[:, offset:offset + shape.numel()].reshape(count, *shape)
+            # contiguous: the optimizer's elementwise passes over a column slice ran at half speed
+            params["model." + name] = flat[:, offset:offset + shape.numel()].reshape(count, *shape).contiguous()
             offset += shape.numel()
         buffers = {"model." + name: bank[rows] for name, bank in self.buffer_bank.items()}
         momentum = {name: bank[rows] for name, bank in self.momentum_bank.items()}
@@ -150,8 +150,8 @@ class BatchedUpdates:
         lrs = torch.tensor([u.lr for u in updates], device=self.device)
         total_loss = torch.zeros(count, device=self.device)
         for step in range(self.tau):
-            bx = torch.stack([draw[step][0] for draw in draws]).to(self.device, non_blocking=True)
-            by = torch.stack([draw[step][1] for draw in draws]).to(self.device, non_blocking=True)
+            bx = batches_x[:, step].to(self.device, non_blocking=True)
+            by = batches_y[:, step].to(self.device, non_blocking=True)
             with aten_kernels():
                 grads, loss = self.loss_and_grads(params, buffers, bx, by)
             with torch.no_grad():
@@ -177,6 +177,18 @@ class BatchedUpdates:
             update.params.copy_(result[i])
             update.mean_loss = mean_loss / self.tau
             self.publish_momentum(update.node_id)
+
+    def draw_batches(self, updates):
+        """Every update's tau batches, x and y of shape (updates, tau, batch, ...), drawn from each node in
+        the order the sequential path would. Without augmentation all nodes share one dataset, so the
+        rows are gathered at once instead of a gather per batch."""
+        streams = [self.nodes[u.node_id].batches for u in updates]
+        if any(stream.augment is not None or stream.x is not streams[0].x for stream in streams):
+            draws = [[stream.next_batch() for _ in range(self.tau)] for stream in streams]
+            return (torch.stack([torch.stack([bx for bx, _ in draw]) for draw in draws]),
+                    torch.stack([torch.stack([by for _, by in draw]) for draw in draws]))
+        rows = torch.stack([torch.stack([stream.next_indices() for _ in range(self.tau)]) for stream in streams])
+        return streams[0].x[rows], streams[0].y[rows]
 
     def publish_momentum(self, v):
         """The node's optimizer state holds views of its momentum rows once it has stepped, as torch's SGD does."""

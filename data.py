@@ -365,13 +365,18 @@ class ShardBatches:
         self.position = 0
         self.order = torch.randperm(len(self.indices), generator=self.shuffle_rng)
 
-    def next_batch(self):
+    def next_indices(self):
+        """The rows of x and y in the next batch (next_batch without the gather and augmentation)."""
         if self.position + self.batch_size > len(self.order):
             self.epoch += 1
             self.position = 0
             self.order = torch.randperm(len(self.indices), generator=self.shuffle_rng)
         picked = self.indices[self.order[self.position:self.position + self.batch_size]]
         self.position += self.batch_size
+        return picked
+
+    def next_batch(self):
+        picked = self.next_indices()
         bx, by = self.x[picked], self.y[picked]
         if self.augment is not None:
             bx = self.augment(bx, self.augment_rng)
