@@ -1,11 +1,11 @@
 """
 The experiment grid: a named preset of configurations x seeds, run one after the
-other through mpirun (or, for a simulated preset, simulate.py), then the paper's
-figures and REPORT.md from the finished runs.
+other through mpirun (or, for a simulated preset, simulate.py, --jobs at a time), then
+the paper's figures and REPORT.md from the finished runs.
 
     python experiments.py cpu                      # ~20 min on 2 cores: runs, figures, REPORT.md
     python experiments.py paper --data-dir /data/cifar-10-batches-py    # the paper's grid, GPU cluster
-    python experiments.py paper_sim                # the paper's grid in simulation, one process, ~1 h
+    python experiments.py paper_sim                # the paper's grid in simulation, a run per core at a time
     python experiments.py report cpu               # figures + REPORT.md from the runs that exist
     python experiments.py list paper --only cycle  # the runs of a preset, done or not
     python experiments.py paper --only cycle --mpirun "mpirun -f hosts"   # a share of the grid, on a cluster
@@ -22,7 +22,6 @@ goes on; the exit code is 1 if any run failed. The report goes to runs/reports/P
 """
 import argparse
 import json
-import multiprocessing
 import os
 import resource
 import shlex
@@ -31,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 
 import config
 import mpirun as mpirun_lib
@@ -271,53 +271,93 @@ def warm_simulator():
 
 
 def simulate_child(argv, out):
-    """In a forked child: simulate.py's main on argv, its output into out/stdout.log and stderr.log."""
-    sys.stdout = open(os.path.join(out, "stdout.log"), "w", buffering=1)
-    sys.stderr = open(os.path.join(out, "stderr.log"), "w", buffering=1)
-    os.dup2(sys.stdout.fileno(), 1)  # and what C code writes
-    os.dup2(sys.stderr.fileno(), 2)
-    import simulate
-    sys.exit(simulate.simulate_main(argv))
+    """In a forked child: simulate.py's main on argv, its output into out/stdout.log and stderr.log;
+    never returns (os._exit with simulate.py's exit code)."""
+    code = 1
+    try:
+        sys.stdout = open(os.path.join(out, "stdout.log"), "w", buffering=1)
+        sys.stderr = open(os.path.join(out, "stderr.log"), "w", buffering=1)
+        os.dup2(sys.stdout.fileno(), 1)  # and what C code writes
+        os.dup2(sys.stderr.fileno(), 2)
+        import simulate
+        code = simulate.simulate_main(argv) or 0
+    except SystemExit as e:  # argparse and the config checks exit with a message or a code
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
-def run_forked(command, out, timeout):
-    """python simulate.py ARGS as a forked child of this warm process; its exit code or 'timeout'."""
+def start_forked(command, out):
+    """python simulate.py ARGS as a forked child of this warm process; its pid."""
     sys.stdout.flush()
     sys.stderr.flush()  # nothing buffered here is written again by the child
-    child = multiprocessing.get_context("fork").Process(target=simulate_child, args=(command[2:], out))
-    child.start()
-    child.join(timeout)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        return "timeout"
-    return child.exitcode
+    pid = os.fork()
+    if pid == 0:
+        simulate_child(command[2:], out)
+    return pid
 
 
-def children_cpu_seconds():
-    """User + system CPU seconds of this process's finished children (all of a run's processes once it ended)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def launch(run, out, preset, mpirun):
-    """One run (mpirun, or simulate.py in a forked child); returns (exit code or 'timeout', seconds).
-    launch.json records how it went."""
-    shutil.rmtree(out, ignore_errors=True)  # a partial run from an interrupted grid starts over
+def prepare(run, runs_dir, preset, mpirun):
+    """A fresh folder for the run (a partial one from an interrupted grid starts over); its command."""
+    out = os.path.join(runs_dir, run["name"])
+    shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
-    command = command_of(run, out, preset, mpirun)
-    simulated = is_simulated(preset)
-    timeout = preset["timeout"] if simulated else run["flags"]["train_time"] + preset["startup_allowance"]
-    load_before, started, cpu_before = os.getloadavg()[0], time.time(), children_cpu_seconds()
-    code = (run_forked if simulated else run_mpirun)(command, out, timeout)
-    seconds = time.time() - started
+    return out, command_of(run, out, preset, mpirun)
+
+
+def write_launch(out, command, code, started, cpu_s, load_before, timeout, jobs, simulated):
+    """launch.json: how the run went, read by the report (times, CPU, load)."""
     with open(os.path.join(out, "launch.json"), "w") as f:
-        json.dump(dict(command=" ".join(command), exit_code=code, seconds=round(seconds, 2), timeout_s=timeout,
-                       cpu_s=round(children_cpu_seconds() - cpu_before, 2),
+        json.dump(dict(command=" ".join(command), exit_code=code, started=round(started, 2),
+                       seconds=round(time.time() - started, 2), timeout_s=timeout, cpu_s=round(cpu_s, 2),
                        load_before=load_before, load_after=os.getloadavg()[0], cores=len(os.sched_getaffinity(0)),
-                       env={"torch_threads": 1} if simulated else mpirun_lib.THREAD_LIMITS,
+                       jobs=jobs, env={"torch_threads": 1} if simulated else mpirun_lib.THREAD_LIMITS,
                        **(dict(runner="forked from experiments.py") if simulated else {})), f, indent=2)
-    return code, seconds
+    return time.time() - started
+
+
+def launch_mpirun(run, runs_dir, preset, mpirun):
+    """One mpirun run, waited for; returns (exit code or 'timeout', seconds)."""
+    out, command = prepare(run, runs_dir, preset, mpirun)
+    timeout = run["flags"]["train_time"] + preset["startup_allowance"]
+    load_before, started = os.getloadavg()[0], time.time()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    code = run_mpirun(command, out, timeout)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return code, write_launch(out, command, code, started, usage.ru_utime + usage.ru_stime - cpu_before,
+                              load_before, timeout, 1, simulated=False)
+
+
+def launch_forked(todo, runs_dir, preset, jobs, finished):
+    """The simulated runs, `jobs` forked children at a time; finished(run, code, seconds) as each ends.
+    A run's outputs depend on its flags and seed alone, so running runs side by side changes nothing in them."""
+    queue, running, killed = list(todo), {}, set()  # running: pid -> (run, out, command, started, load_before)
+    while queue or running:
+        while queue and len(running) < jobs:
+            run = queue.pop(0)
+            out, command = prepare(run, runs_dir, preset, None)
+            load_before, started = os.getloadavg()[0], time.time()
+            running[start_forked(command, out)] = (run, out, command, started, load_before)
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
+        if pid == 0:
+            for pid, (_, _, _, started, _) in running.items():
+                if pid not in killed and time.time() - started > preset["timeout"]:
+                    os.kill(pid, signal.SIGKILL)  # reaped by wait4 like any other end, reported as a timeout
+                    killed.add(pid)
+            time.sleep(0.1)
+            continue
+        run, out, command, started, load_before = running.pop(pid)
+        code = "timeout" if pid in killed else os.waitstatus_to_exitcode(status)
+        seconds = write_launch(out, command, code, started, usage.ru_utime + usage.ru_stime, load_before,
+                               preset["timeout"], jobs, simulated=True)
+        finished(run, code, seconds)
 
 
 def stderr_tail(out, lines=5):
@@ -341,35 +381,44 @@ def is_done(run, out):
     return all(saved.get(key) == value for key, value in run["flags"].items()) and saved.get("nodes") == run["nodes"]
 
 
-def run_grid(name, preset, runs, runs_dir, mpirun):
+def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
     """Runs every run not yet done; returns the number that failed."""
     todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
-    error = check_runs(todo, None if is_simulated(preset) else mpirun) if todo else None
+    simulated = is_simulated(preset)
+    error = check_runs(todo, None if simulated else mpirun) if todo else None
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    if todo and is_simulated(preset):
+    if todo and simulated:
         warm_simulator()
-    print(f"preset {name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run", flush=True)
-    failed, started = 0, time.time()
-    for i, run in enumerate(runs, 1):
-        out = os.path.join(runs_dir, run["name"])
-        head = f"[{i}/{len(runs)}] {run['name']}"
+    jobs = max(1, min(jobs, len(todo)))
+    print(f"preset {name}: {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to run"
+          + (f", {jobs} at a time" if simulated else ""), flush=True)
+    index = {run["name"]: i for i, run in enumerate(runs, 1)}
+    for run in runs:
         if run not in todo:
-            print(f"{head}: done, skipped", flush=True)
-            continue
-        code, seconds = launch(run, out, preset, mpirun)
+            print(f"[{index[run['name']]}/{len(runs)}] {run['name']}: done, skipped", flush=True)
+    failed, started = [], time.time()
+
+    def finished(run, code, seconds):
+        out = os.path.join(runs_dir, run["name"])
+        head = f"[{index[run['name']]}/{len(runs)}] {run['name']}"
         if code == 0 and runs_lib.is_complete(out):
-            with open(os.path.join(out, "summary.json")) as f:
-                s = json.load(f)
+            s = runs_lib.read_json(os.path.join(out, "summary.json"))
             print(f"{head}: {seconds:.0f} s, {s['iterations']} updates, {s['bytes_sent'] / 1e6:.1f} MB sent, "
                   f"test acc {s['final_test_accuracy']:.4f}", flush=True)
         else:
-            failed += 1
+            failed.append(run["name"])
             print(f"{head}: FAILED ({'timed out' if code == 'timeout' else f'exit code {code}'}) after {seconds:.0f} s; "
                   f"stderr ends:\n{stderr_tail(out)}", flush=True)
-    print(f"preset {name}: grid finished in {(time.time() - started) / 60:.1f} min, {failed} failed", flush=True)
-    return failed
+
+    if simulated:
+        launch_forked(todo, runs_dir, preset, jobs, finished)
+    else:
+        for run in todo:
+            finished(run, *launch_mpirun(run, runs_dir, preset, mpirun))
+    print(f"preset {name}: grid finished in {(time.time() - started) / 60:.1f} min, {len(failed)} failed", flush=True)
+    return len(failed)
 
 
 def make_report(name, preset, runs, runs_dir, report_dir, metric):
@@ -388,6 +437,16 @@ def make_report(name, preset, runs, runs_dir, report_dir, metric):
     return 0
 
 
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PRESETS:
@@ -403,6 +462,9 @@ def main(argv=None):
                         help="the metric of the preset's target (its value stays the preset's)")
     parser.add_argument("--data-dir", default=None, help="main.py's --data-dir for every run (CIFAR-10 batches)")
     parser.add_argument("--only", default=None, help="only the runs whose name contains this text")
+    parser.add_argument("--jobs", type=positive_int, default=None,
+                        help="simulated runs at a time, each a process of one torch thread (default: the cores "
+                             "this process may use); mpirun presets run one at a time")
     parser.add_argument("--mpirun", default="mpirun", help="the launcher and its options, e.g. 'mpirun -f hosts'")
     args = parser.parse_args(argv)
     preset = with_data_dir(PRESETS[args.preset], args.data_dir)
@@ -419,7 +481,12 @@ def main(argv=None):
                        for word in command_of(run, out, preset, args.mpirun)]
             print(f"{'done' if is_done(run, out) else 'todo'}  {run['name']}: {shlex.join(command)}")
         return 0
-    failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun) if args.command == "run" else 0
+    if args.jobs is not None and args.jobs > 1 and not is_simulated(preset):
+        print(f"error: --jobs {args.jobs}: preset {args.preset} runs mpirun, which takes every rank's cores, so its "
+              "runs go one at a time (--jobs 1); --jobs > 1 is for simulated presets", file=sys.stderr)
+        return 2
+    jobs = args.jobs or (len(os.sched_getaffinity(0)) if is_simulated(preset) else 1)
+    failed = run_grid(args.preset, preset, runs, runs_dir, args.mpirun, jobs) if args.command == "run" else 0
     code = make_report(args.preset, preset, runs, runs_dir, report_dir, args.metric)
     return 1 if failed else code
 

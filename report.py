@@ -121,6 +121,23 @@ def cell(value, fmt="{}"):
     return "—" if value is None else fmt.format(value)
 
 
+def grid_span_text(launches):
+    """Runs that went side by side (experiments.py --jobs): the time during which at least one ran (a
+    grid resumed later does not count the pause)."""
+    intervals = sorted((launch["started"], launch["started"] + launch["seconds"]) for launch in launches
+                       if "started" in launch)
+    jobs = max((launch.get("jobs", 1) for launch in launches), default=1)
+    if jobs < 2 or not intervals:
+        return ""
+    busy, (begin, end) = 0.0, intervals[0]
+    for start, stop in intervals[1:]:
+        if start > end:
+            busy, begin = busy + end - begin, start
+        end = max(end, stop)
+    busy += end - begin
+    return f"; {jobs} at a time, {busy / 60:.1f} min of wall time"
+
+
 def write_report(runs, metric, target, out_dir, title, command, notes=()):
     """REPORT.md and figures/ in out_dir; returns {claim number: verdict}. notes: markdown lines on
     the setting (a preset's), written after the opening paragraph."""
@@ -163,6 +180,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
              f"{sum(seconds) / 60:.1f} min in all, start-up included"
              + (f", {sum(cpu) / 60:.1f} min of CPU" + (f" in the {len(cpu)} that record it" if len(cpu) < len(seconds) else "")
                 if cpu else "")
+             + (grid_span_text(launches) if simulated else "")
              + " (launch.json of each run)." if seconds else "")
           + (f" Machine: {cores} cores; 1-minute load average before each run {min(loads):.1f}..{max(loads):.1f}."
              " A load average above the core count means other processes shared the cores: wall-clock and "

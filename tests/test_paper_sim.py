@@ -104,10 +104,14 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
                  grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw5", "gossip"])])
     monkeypatch.setitem(experiments.PRESETS, "paper_sim", small)
     runs_dir, report_dir = tmp_path / "runs", tmp_path / "report"
-    args = ["paper_sim", "--only=-s0", "--runs-dir", str(runs_dir), "--report-dir", str(report_dir)]
+    args = ["paper_sim", "--only=-s0", "--runs-dir", str(runs_dir), "--report-dir", str(report_dir), "--jobs", "2"]
     assert experiments.main(args) == 0
     out = capsys.readouterr().out
+    assert "2 to run, 2 at a time" in out
     names = ["cycle-V20-a1-mw5-s0", "cycle-V20-a1-gossip-s0"]
+    first, second = (runs.read_json(runs_dir / "paper_sim" / name / "launch.json") for name in names)
+    assert first["jobs"] == 2 and first["cpu_s"] > 0 and second["cpu_s"] > 0
+    assert second["started"] < first["started"] + first["seconds"]  # side by side
     for name in names:
         folder = runs_dir / "paper_sim" / name
         assert runs.is_complete(folder) and f"{name}: " in out
@@ -118,7 +122,7 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
         assert "--virtual-model-bytes 1089896" in launch["command"]
         assert "results in" in (folder / "stdout.log").read_text()
     report = (report_dir / "REPORT.md").read_text()
-    assert "The 2 simulate.py runs took" in report and "## The virtual clock (simulated runs)" in report
+    assert "The 2 simulate.py runs took" in report and "2 at a time" in report and "## The virtual clock (simulated runs)" in report
     assert "1,089,896 B / 1 Gbit/s + 0.1 ms = 8.82 ms" in report and "## Setting" in report
     assert "(Simulated runs: on the virtual clock.)" in report
     assert (report_dir / "figures" / "digits-cycle-V20-a1.png").is_file()
@@ -133,3 +137,22 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert event_files(fresh) == event_files(runs_dir / "paper_sim" / names[1])
+
+
+def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0,), timeout=3,
+                 grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw1", "gossip"])])
+    slow = dict(small, flags=dict(small["flags"], max_iterations=10**7))  # minutes: past the timeout
+    monkeypatch.setitem(experiments.PRESETS, "paper_sim", small)
+    runs_dir = tmp_path / "runs"
+    todo = [experiments.expand(slow)[0], experiments.expand(small)[1]]
+    ended = {}
+    experiments.warm_simulator()
+    experiments.launch_forked(todo, str(runs_dir), small, 2, lambda run, code, seconds: ended.update({run["name"]: code}))
+    assert ended == {"cycle-V20-a1-mw1-s0": "timeout", "cycle-V20-a1-gossip-s0": 0}
+    assert runs.read_json(runs_dir / "cycle-V20-a1-mw1-s0" / "launch.json")["exit_code"] == "timeout"
+
+
+def test_jobs_are_for_simulated_presets(capsys):
+    assert experiments.main(["cpu", "--jobs", "2"]) == 2
+    assert "--jobs 2: preset cpu runs mpirun" in capsys.readouterr().err
