@@ -135,10 +135,14 @@ def draw_setting(key, algos, png_path, csv_path):
         ax.set_ylim(top=1.0)
     for ax in axes.flat:
         readable_ticks(ax)
-    axes[0, 0].legend(fontsize=LEGEND_SIZE)
+    # below the panels, not on one: with 7 curves an inside legend hid the first panel's curves
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    columns = min(len(labels), 4) or 1
+    legend_rows = -(-len(labels) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=LEGEND_SIZE, frameon=False)
     fig.suptitle(f"{runs_lib.setting_title(key)}: the evaluated model (node 0), "
                  f"{seeds_text(len(group) for group in algos.values())}", fontsize=13)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.035 * legend_rows, 1, 1))
     save_small_png(fig, png_path)
     plt.close(fig)
     with open(csv_path, "w", newline="") as f:
