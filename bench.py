@@ -17,8 +17,12 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
 - real-compute efficiency: the same engine with real local updates (the digits MLP; ResNet-20 on
   CIFAR-shaped input), local updates/s in the steady window / the rate of the same ranks computing
   the same model with no communication at all (--compute-only: every rank runs algorithms.local_update
-  back to back). Gossip against V ranks computing; MW-R against R ranks computing, times the share of
+  back to back). Both sides leave each rank's first update (its warm-up) out: compute-only ranks run
+  it before their clock starts, and the real run's window starts once every rank has run it (warm_from). Gossip against V ranks computing; MW-R against R ranks computing, times the share of
   visits the same routes lose to walks queueing at a node (the engine-efficiency ideal above).
+  MW-R rows also give the engine against the same work with no engine (--rotation: V processes,
+  R tokens handed over sockets, a local update per visit): what moving work between processes
+  that share the cores costs by itself (cold caches), which no engine can avoid.
 - idle cost: cores used by a whole 8-rank job (every process mpirun starts) with almost no work:
   MW-1 whose one update is a 1 s sleep, so 7 ranks wait and one sleeps; CPU time from /proc.
 - counters: transfers and bytes from the events / the formula (MW: updates - self loops; gossip:
@@ -64,16 +68,31 @@ def run_engine(args, name, nodes, extra, train_time, compute=None):
     return out
 
 
-def steady_rate(events, kind, train_time, trim):
-    """Events of `kind` per second in [trim, train_time - trim]: no start-up, no wind-down."""
-    low, high = trim, train_time - trim
+def steady_rate(events, kind, train_time, trim, low=None):
+    """Events of `kind` per second in [low, train_time - trim] (low: trim): no start-up, no wind-down."""
+    low, high = trim if low is None else low, train_time - trim
     return sum(1 for e in events if e["type"] == kind and low <= e["t"] < high) / (high - low)
 
 
-def time_split(events, key, args):
+def warm_from(events, trim, train_time):
+    """Where a real-compute run's steady window starts: after the trim and after every rank's first
+    local update, which warms it up (allocator, caches: ResNet-20's first took 0.4-1.4 s on one core,
+    later ones 0.12 s). Gossip's ranks warm up side by side at the start, but a walk warms its ranks
+    one after another, on first visits spread over the run; compute-only warms every rank before its
+    clock starts. The trim alone if that would leave less than half the steady window."""
+    first = {}
+    for e in events:
+        if e["type"] == "update":
+            first[e["rank"]] = min(first.get(e["rank"], e["t"]), e["t"])
+    warm = max(first.values(), default=trim)
+    return warm if trim < warm <= train_time / 2 else trim
+
+
+def time_split(events, key, args, low=None):
     """Where a walk's (MW) or a node's (gossip) time goes: mean length of an update (the sleep plus the
-    OS's lateness waking from it) and mean time from one update's end to its next one's start."""
-    low, high = args.trim, args.train_time - args.trim
+    OS's lateness waking from it) and mean time from one update's end to its next one's start, in
+    [low, train_time - trim] (low: trim)."""
+    low, high = args.trim if low is None else low, args.train_time - args.trim
     ends = {}
     for e in events:
         if e["type"] == "update" and low <= e["t"] < high:
@@ -176,6 +195,7 @@ def compute_only(args, flags):
     if node.device.type == "cpu":  # the threads of a rank of the V-rank run, not of a K-rank job
         torch.set_num_threads(distributed_training.cpu_threads(args.nodes))
     params = models.flatten_params(node.model)
+    algorithms.local_update(node, params, cfg["tau"], cfg["lr"])  # warm-up, before the clock (warm_from)
     start, counted = comm.bcast(time.time()), 0
     while time.time() - start < args.real_time:
         algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
@@ -183,6 +203,66 @@ def compute_only(args, flags):
     total = comm.reduce(counted)
     if comm.Get_rank() == 0:
         print(total / (args.real_time - 2 * args.trim))
+
+
+def rotation(args, flags, walks):
+    """The child of --rotation: MW-R's compute with no engine and no MPI. V forked processes build
+    nodes 0..V-1 as main.py would; `walks` tokens start at nodes 0..R-1, and after each local update
+    a token goes to a random other process (as a walk on the complete graph) over a datagram socket
+    that process sleeps on; tokens that meet queue. Prints the updates per second of all processes
+    in the steady window: the cost of moving the work between processes that share the cores."""
+    import socket
+    import numpy as np
+    import torch
+    import algorithms
+    import config
+    import distributed_training
+    import models
+    import setup_run
+    cfg = config.parse_config(flags)
+    run = setup_run.build_run(cfg, args.nodes)
+    names = [f"\0multiwalk-rotation-{os.getpid()}-{k}".encode() for k in range(args.nodes)]
+    reports = []
+    for k in range(args.nodes):
+        here, there = socket.socketpair()
+        if os.fork() == 0:
+            torch.set_num_threads(distributed_training.cpu_threads(args.nodes))
+            node = algorithms.make_node(cfg, run, k, torch.device("cpu"))
+            params = models.flatten_params(node.model)
+            algorithms.local_update(node, params, cfg["tau"], cfg["lr"])  # warm-up, before the clock
+            inbox, outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            inbox.bind(names[k])
+            there.send(b"r")
+            start = float(there.recv(64))
+            counted = 0
+            while True:
+                walk, step = np.frombuffer(inbox.recv(16), dtype=np.int64)
+                if walk < 0:
+                    break
+                algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
+                counted += args.trim <= time.time() - start < args.real_time - args.trim
+                nxt = (k + 1 + int(np.random.default_rng([args.seed, walk, step]).integers(args.nodes - 1))) % args.nodes
+                try:
+                    outbox.sendto(np.array([walk, step + 1], dtype=np.int64).tobytes(), names[nxt])
+                except OSError:  # that process has stopped: the run is over
+                    pass
+            there.send(str(counted).encode())
+            os._exit(0)
+        reports.append(here)
+    for report in reports:
+        report.recv(1)
+    start, sender = time.time(), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for report in reports:
+        report.send(repr(start).encode())
+    for walk in range(walks):
+        sender.sendto(np.array([walk, 0], dtype=np.int64).tobytes(), names[walk])
+    time.sleep(args.real_time)
+    for name in names:
+        sender.sendto(np.array([-1, 0], dtype=np.int64).tobytes(), name)
+    total = sum(int(report.recv(64)) for report in reports)
+    for _ in reports:
+        os.wait()
+    print(total / (args.real_time - 2 * args.trim))
 
 
 def real_compute_rows(args, model, cifar_dir):
@@ -203,18 +283,31 @@ def real_compute_rows(args, model, cifar_dir):
         out = run_engine(args, f"{model}-{name}", args.nodes, extra + flags, args.real_time)
         counted.append((family, out))
         events = read_events(out)
+        warm = warm_from(events, args.trim, args.real_time)
         split = time_split(events, "walk" if family == "MW" else "rank", argparse.Namespace(
-            trim=args.trim, train_time=args.real_time))
-        return steady_rate(events, "update", args.real_time, args.trim), split
+            trim=args.trim, train_time=args.real_time), low=warm)
+        return (steady_rate(events, "update", args.real_time, args.trim, low=warm),
+                f"window from {warm:.1f} s{' (every rank warm)' * (warm > args.trim)}; {split}")
+
+    def rotating(walks):
+        command = [sys.executable, os.path.join(HERE, "bench.py"), "--rotation", str(walks), "--nodes", str(args.nodes),
+                   "--real-time", str(args.real_time), "--trim", str(args.trim), "--seed", str(args.seed), "--",
+                   *flags, "--walks", "1"]
+        return float(subprocess.run(command, env=mpirun_lib.environment(), capture_output=True, text=True, check=True,
+                                    timeout=args.real_time + 300).stdout.split()[-1])
 
     for walks in args.real_walks:
         free = computing(walks)
         queueing = contention_free_rate(args, walks) / (walks / args.compute)  # share of R/t the routes allow
         rate, split = measured(f"mw{walks}", ["--algorithm", "mw", "--walks", str(walks)], "MW")
+        turns = rotating(walks)
         rows.append((f"{model} MW-{walks} real compute", f"{rate:.2f} updates/s", f"{free * queueing:.2f} updates/s",
                      f"{rate / (free * queueing):.3f}",
-                     f"bound: {walks} ranks computing alone ({free:.2f}/s) x {queueing:.3f} queueing; {split}"))
+                     f"bound: {walks} ranks computing alone ({free:.2f}/s) x {queueing:.3f} queueing; no engine, "
+                     f"the work handed between {args.nodes} processes: {turns:.2f}/s, engine / that "
+                     f"{rate / turns:.3f}; {split}"))
         result[f"{model}_mw{walks}_real_compute_efficiency"] = round(rate / (free * queueing), 4)
+        result[f"{model}_mw{walks}_over_rotation"] = round(rate / turns, 4)
     free = computing(args.nodes)
     # the authors' coupling holds a node's next update until an exchange has taken its last one
     # (FIDELITY.md): a wait of the algorithm, not of the engine, so this row lets updates run free
@@ -285,12 +378,15 @@ def main():
     parser.add_argument("--idle-time", type=float, default=12.0, help="seconds of the idle-cost run (0: none)")
     parser.add_argument("--pingpong", action="store_true", help=argparse.SUPPRESS)  # internal: the mpirun child
     parser.add_argument("--compute-only", action="store_true", help=argparse.SUPPRESS)  # internal: the mpirun child
+    parser.add_argument("--rotation", type=int, default=0, help=argparse.SUPPRESS)  # internal: the child, R tokens
     parser.add_argument("flags", nargs="*", help=argparse.SUPPRESS)  # internal: main.py flags after --
     args = parser.parse_args()
     if args.pingpong:
         return pingpong(args.hop_time, args.params)
     if args.compute_only:
         return compute_only(args, args.flags)
+    if args.rotation:
+        return rotation(args, args.flags, args.rotation)
     if not 0 <= 2 * args.trim < min(args.train_time, args.hop_time, args.real_time):
         parser.error("--trim must leave a steady window: 2 x trim < --train-time, --hop-time and --real-time")
     if args.idle_time and args.idle_time < IDLE_UPDATE + args.trim + 1:
