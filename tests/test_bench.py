@@ -36,6 +36,7 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
         "gossip_efficiency", "mlp_gossip_real_compute_efficiency", "mlp_mw1_real_compute_efficiency",
         "mw2_efficiency", "mw2_engine_efficiency"]
     assert sorted(k for k in result if "hop" in k) == ["hop_over_pingpong", "hop_overhead"]
+    assert sorted(k for k in result if "rotation" in k) == ["mlp_mw1_over_rotation"]
     idle = result.pop("idle_cores")  # a few ticks of CPU time over 1.75 s: may round to 0
     assert math.isfinite(idle) and 0 <= idle < 2  # the whole job on this 2-core machine
     assert all(math.isfinite(v) and v > 0 for v in result.values())
@@ -48,6 +49,16 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
                 "MW transfers", "gossip bytes", "summary.json totals"):
         assert f"| {row} " in table
     assert "waiting: sleeps until woken (1 same-host peers can)" in table  # the idle run's start event
+    assert "the work handed between 2 processes" in table
+
+
+def test_the_real_runs_window_starts_once_every_rank_is_warm():
+    update = lambda rank, t: dict(type="update", rank=rank, t=t)  # noqa: E731
+    events = [update(0, 0.5), update(1, 3.0), dict(type="transfer", rank=1, t=3.5), update(0, 4.0), update(1, 5.0)]
+    assert bench.warm_from(events, trim=1.0, train_time=20.0) == 3.0  # rank 1's first update ends at 3 s
+    assert bench.warm_from(events[:1], trim=1.0, train_time=20.0) == 1.0  # warm before the trim ends
+    late = [update(0, 0.5), update(1, 12.0)]
+    assert bench.warm_from(late, trim=1.0, train_time=20.0) == 1.0  # past half the run: the trim alone
 
 
 def write_run(out, events, summary):
