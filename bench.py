@@ -18,8 +18,9 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
   CIFAR-shaped input), local updates/s in the steady window / the rate of the same ranks computing
   the same model with no communication at all (--compute-only: every rank runs algorithms.local_update
   back to back). Both sides leave each rank's first update (its warm-up) out: compute-only ranks run
-  it before their clock starts, and the real run's window starts once every rank has run it (warm_from). Gossip against V ranks computing; MW-R against R ranks computing, times the share of
-  visits the same routes lose to walks queueing at a node (the engine-efficiency ideal above).
+  it before their clock starts, and the real run's window starts once every rank has run it
+  (warm_from). Gossip against V ranks computing; MW-R against R ranks computing, times the share
+  of visits the same routes lose to walks queueing at a node (the engine-efficiency ideal above).
   MW-R rows also give the engine against the same work with no engine (--rotation: V processes,
   R tokens handed over sockets, a local update per visit): what moving work between processes
   that share the cores costs by itself (cold caches), which no engine can avoid.
@@ -177,25 +178,34 @@ def pingpong(seconds, num_params):
         print((time.perf_counter() - started) / (2 * trips))
 
 
+def warm_node(cfg, run, node_id, device, nodes):
+    """Node node_id built as main.py builds it, with the torch threads a CPU rank of a `nodes`-rank run
+    gets, and its flat parameters after one local update: the warm-up, run before any clock starts."""
+    import torch
+    import algorithms
+    import distributed_training
+    import models
+    node = algorithms.make_node(cfg, run, node_id, device)
+    if node.device.type == "cpu":  # the threads of a rank of the V-rank run, not of a K-process job
+        torch.set_num_threads(distributed_training.cpu_threads(nodes))
+    params = models.flatten_params(node.model)
+    algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
+    return node, params
+
+
 def compute_only(args, flags):
     """The mpirun child of --compute-only: rank k builds node k as main.py would (same model, data,
     optimizer, device) and runs its local updates back to back with no communication; rank 0 prints
     the updates per second of all ranks together in the steady window."""
     from mpi4py import MPI
-    import torch
     import algorithms
     import config
     import distributed_training
-    import models
     import setup_run
     comm = MPI.COMM_WORLD
     cfg = config.parse_config(flags)
     run = setup_run.build_run(cfg, args.nodes)  # the V-node partition; these ranks are its first nodes
-    node = algorithms.make_node(cfg, run, comm.Get_rank(), distributed_training.pick_device(cfg, comm))
-    if node.device.type == "cpu":  # the threads of a rank of the V-rank run, not of a K-rank job
-        torch.set_num_threads(distributed_training.cpu_threads(args.nodes))
-    params = models.flatten_params(node.model)
-    algorithms.local_update(node, params, cfg["tau"], cfg["lr"])  # warm-up, before the clock (warm_from)
+    node, params = warm_node(cfg, run, comm.Get_rank(), distributed_training.pick_device(cfg, comm), args.nodes)
     start, counted = comm.bcast(time.time()), 0
     while time.time() - start < args.real_time:
         algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
@@ -208,28 +218,25 @@ def compute_only(args, flags):
 def rotation(args, flags, walks):
     """The child of --rotation: MW-R's compute with no engine and no MPI. V forked processes build
     nodes 0..V-1 as main.py would; `walks` tokens start at nodes 0..R-1, and after each local update
-    a token goes to a random other process (as a walk on the complete graph) over a datagram socket
-    that process sleeps on; tokens that meet queue. Prints the updates per second of all processes
+    a token hops as MW's walk of that id would on the complete graph (algorithms.next_node), over a
+    datagram socket the next process sleeps on; tokens that meet queue. Prints the updates per second of all processes
     in the steady window: the cost of moving the work between processes that share the cores."""
     import socket
     import numpy as np
     import torch
     import algorithms
     import config
-    import distributed_training
-    import models
+    import graphs
     import setup_run
     cfg = config.parse_config(flags)
     run = setup_run.build_run(cfg, args.nodes)
+    graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
     names = [f"\0multiwalk-rotation-{os.getpid()}-{k}".encode() for k in range(args.nodes)]
     reports = []
     for k in range(args.nodes):
         here, there = socket.socketpair()
         if os.fork() == 0:
-            torch.set_num_threads(distributed_training.cpu_threads(args.nodes))
-            node = algorithms.make_node(cfg, run, k, torch.device("cpu"))
-            params = models.flatten_params(node.model)
-            algorithms.local_update(node, params, cfg["tau"], cfg["lr"])  # warm-up, before the clock
+            node, params = warm_node(cfg, run, k, torch.device("cpu"), args.nodes)
             inbox, outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             inbox.bind(names[k])
             there.send(b"r")
@@ -241,7 +248,7 @@ def rotation(args, flags, walks):
                     break
                 algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
                 counted += args.trim <= time.time() - start < args.real_time - args.trim
-                nxt = (k + 1 + int(np.random.default_rng([args.seed, walk, step]).integers(args.nodes - 1))) % args.nodes
+                nxt = algorithms.next_node(graph, k, args.seed, int(walk), int(step))  # MW's routes
                 try:
                     outbox.sendto(np.array([walk, step + 1], dtype=np.int64).tobytes(), names[nxt])
                 except OSError:  # that process has stopped: the run is over

@@ -136,8 +136,8 @@ PRESETS = dict(
               (4, "complete", 1.0, ["gossip"])],  # gossip throughput against V
         seeds=(0, 1), target=0.9, startup_allowance=180),
     paper_sim=dict(
-        about="the paper's grid in simulation (simulate.py, one process at a time): digits + MLP on the paper's "
-              "20-node graphs, ResNet-20's bytes and a GPU's update time on the virtual clock, 5 seeds, ~1 h on 2 cores "
+        about="the paper's grid in simulation (simulate.py, --jobs runs at a time): digits + MLP on the paper's "
+              "20-node graphs, ResNet-20's bytes and a GPU's update time on the virtual clock, 5 seeds, ~35 min on 2 cores "
               "(--data-dir: ResNet-20 on CIFAR-10, for a GPU)",
         runner="simulate",
         # runs end at the same number of local updates (all nodes); a constant lr, since a virtual-time
