@@ -203,7 +203,7 @@ def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, syntheti
     if task == "cifar10":
         return load_cifar10_data(data_dir)
     if task == "mnli":
-        import mnli  # transformers is slow to import: only for this task
+        from tasks import mnli  # transformers is slow to import: only for this task
         return mnli.load_mnli(data_dir, model_dir, style=mnli_style)
     raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
 

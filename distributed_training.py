@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-import algorithms
-import checkpoint
-import faults
+from core import algorithms
+from engine import checkpoint
+from engine import faults
 import models
 import protocols
-import supervisor
-from agreement import polite_barrier
-from events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
+from engine import supervisor
+from engine.agreement import polite_barrier
+from core.events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
                     write_summary)
 
 TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS, TAG_EVAL = range(1, 9)

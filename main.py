@@ -13,10 +13,10 @@ rank exits with code 2. Rank 0 prints one `[start]` line per start-up phase.
 import sys
 import time
 
-from config import config  # noqa: F401  the run's global config: every key is a flag (python main.py --help)
-import run_folder
-import runs
-from agreement import all_agree, first_line, polite_barrier
+from core.config import config  # noqa: F401  the run's global config: every key is a flag (python main.py --help)
+from core import run_folder
+from core import run_records
+from engine.agreement import all_agree, first_line, polite_barrier
 
 STARTED = time.time()  # taken before the supervisor forks, so start-up lines count from the launch
 
@@ -38,7 +38,7 @@ def claim_out(cfg, rank):
 
 
 def main(argv):
-    from config import ConfigError, parse_config  # here, not at the top: other code imports them from config
+    from core.config import ConfigError, parse_config  # here, not at the top: other code imports them from config
     error, cfg, out_lock = None, None, None
     try:
         cfg = parse_config(argv)  # before MPI: --help prints and exits here, without mpirun too
@@ -61,10 +61,10 @@ def main(argv):
         return 2
     print_start_line(comm, f"MPI up: {comm.Get_size()} ranks; flags and --out {cfg['out']} checked")
     try:
-        from setup_run import build_run, plan_text
+        from core.build_run import build_run, plan_text
         run = build_run(cfg, comm.Get_size())
         if cfg["resume"]:  # this rank's part of the latest checkpoint, checked before any work
-            import checkpoint
+            from engine import checkpoint
             run["resume"] = checkpoint.load(cfg, comm.Get_rank())
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         error = first_line(e)
@@ -76,7 +76,7 @@ def main(argv):
     if comm.Get_rank() == 0:
         if cfg["overwrite"]:
             run_folder.remove_previous_run(cfg["out"])
-        runs.write_config(cfg)
+        run_records.write_config(cfg)
         print(plan_text(cfg, run), flush=True)
     polite_barrier(comm)  # the previous run's files are gone before any rank opens its event log
     import distributed_training
@@ -90,6 +90,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    import supervisor
+    from engine import supervisor
     supervisor.supervise_rank()  # returns in a child process that runs the rank; see supervisor.py
     sys.exit(main(sys.argv[1:]))

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import mnli
+from tasks import mnli
 
 
 class BasicBlock(nn.Module):

@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-import algorithms
+from core import algorithms
 
 
 def transfer_format(cfg, num_params):

@@ -31,14 +31,14 @@ from collections import deque
 import numpy as np
 import torch
 
-import algorithms
-import batched
-import config
-import setup_run
+from core import algorithms
+from simulation import batched
+from core import config
+from core import build_run
 import models
 import protocols
-import runs
-from events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
+from core import run_records
+from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
 # compute the local updates in flight together (batched.py) where the task allows; tests flip it
 BATCHED = True
@@ -261,16 +261,16 @@ DRIVERS = dict(walks=WalkDriver, gossip=GossipDriver)
 # -----------------------------------------------------------------------------
 
 def simulate(cfg, run, verbose=True):
-    """One simulated run of cfg on run (setup_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
+    """One simulated run of cfg on run (build_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
     num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
     os.makedirs(cfg["out"], exist_ok=True)
     for path in glob.glob(os.path.join(cfg["out"], "events-rank*.jsonl")):
         os.remove(path)  # an earlier run here may have had more nodes; read_events would merge its logs in
-    runs.write_config(cfg)
+    run_records.write_config(cfg)
     if verbose:
-        print(setup_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
+        print(build_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s"
               + (f"; transfers of {cfg['virtual_model_bytes']} B (--virtual-model-bytes)" if cfg["virtual_model_bytes"] else ""),
               flush=True)
@@ -341,7 +341,7 @@ def simulate_main(argv):
         if cfg["checkpoint_every"] or cfg["resume"]:
             raise config.ConfigError("simulate.py takes no checkpoints (--checkpoint-every, --resume): "
                                    "a simulated run is reproduced exactly from its seed instead")
-        run = setup_run.build_run(cfg, cfg["nodes"])
+        run = build_run.build_run(cfg, cfg["nodes"])
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr, flush=True)
         return 2

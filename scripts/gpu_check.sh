@@ -46,13 +46,15 @@ export -f mpi_run
 check mpi_mw 120 "mpi_run mw --algorithm mw --walks 2"
 check mpi_gossip 120 "mpi_run gossip --algorithm gossip"
 
-check sim_batched 150 "python bench_sim.py --resnet --nodes 8 --iterations 80 --threads 1 --dists fixed"
+check sim_batched 150 "python bench/bench_sim.py --resnet --nodes 8 --iterations 80 --threads 1 --dists fixed"
 
 check opt125m_update 120 "python -" <<'PY'
 import math
 import torch
 from transformers import OPTConfig, OPTForCausalLM
-import algorithms, mnli, models
+from core import algorithms
+from tasks import mnli
+import models
 
 # OPT-125M's shapes (facebook/opt-125m config.json), random weights
 config = OPTConfig(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, num_attention_heads=12,

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-import algorithms
+from core import algorithms
 import graphs
-import config
-import setup_run
+from core import config
+from core import build_run
 
 
 def test_merge_at_aggregator_by_hand():
@@ -79,7 +79,7 @@ def test_walk_routes_are_reproducible_and_follow_edges():
 
 def test_local_update_moves_the_params_and_keeps_optimizer_state():
     cfg = config.parse_config(["--nodes", "4", "--partition", "iid"])
-    run = setup_run.build_run(cfg, 4)
+    run = build_run.build_run(cfg, 4)
     node = algorithms.make_node(cfg, run, 1, torch.device("cpu"))
     params = torch.zeros(sum(p.numel() for p in node.model.parameters()))
     start = params.clone()

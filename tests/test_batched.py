@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-import algorithms
-import batched
+from core import algorithms
+from simulation import batched
 import data
-import config
-import setup_run
+from core import config
+from core import build_run
 import models
 import simulate
-from events import read_events
+from core.events import read_events
 from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
 
 
@@ -59,7 +59,7 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, mom
 
 def test_mlp_updates_match_the_sequential_path(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
-    run = setup_run.build_run(cfg, cfg["nodes"])
+    run = build_run.build_run(cfg, cfg["nodes"])
     *state, seq_losses, bat_losses = run_both(cfg, run, rounds=70)
     assert len(seq_losses) >= 200
     np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
@@ -70,7 +70,7 @@ def test_small_flushes_run_one_at_a_time_on_the_nodes_bank_rows(tmp_path):
     """Flushes below min_batch go through algorithms.local_update on the node itself; mixed with
     vmapped ones, every node's parameters, momentum and results still equal the sequential path's."""
     cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
-    run = setup_run.build_run(cfg, cfg["nodes"])
+    run = build_run.build_run(cfg, cfg["nodes"])
     *state, seq_losses, bat_losses = run_both(cfg, run, rounds=40, min_batch=3, seed=1)
     np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
     assert_same_nodes(*state, atol=1e-5)
@@ -134,7 +134,7 @@ def test_batched_event_logs_equal_the_sequential_ones_up_to_rounding(tmp_path, m
 def test_what_cannot_be_batched_runs_sequentially(tmp_path, flags):
     cfg = config.parse_config(["--nodes", "4", "--walks", "2", "--task", "digits", "--max-iterations", "8",
                              *flags, "--out", str(tmp_path)])
-    run = setup_run.build_run(cfg, cfg["nodes"])
+    run = build_run.build_run(cfg, cfg["nodes"])
     nodes = [algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(4)]
     assert simulate.Network(cfg, run, nodes, [None] * 4, simulate.VirtualClock()).batch is None
     assert simulate_run(tmp_path / "run", *flags, "--nodes", "4", "--walks", "2", "--task", "digits",
@@ -143,7 +143,7 @@ def test_what_cannot_be_batched_runs_sequentially(tmp_path, flags):
 
 def test_adam_nodes_are_left_to_the_sequential_path(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--nodes", "2", "--walks", "1", "--out", str(tmp_path)])
-    node = algorithms.make_node(cfg, setup_run.build_run(cfg, 2), 0, torch.device("cpu"))
+    node = algorithms.make_node(cfg, build_run.build_run(cfg, 2), 0, torch.device("cpu"))
     assert batched.can_batch(node)
     node.optimizer = torch.optim.Adam(node.model.parameters())
     assert not batched.can_batch(node)

@@ -10,10 +10,10 @@ import sys
 import pytest
 import torch
 
-import algorithms
-import bench
-import config
-import setup_run
+from core import algorithms
+from bench import bench
+from core import config
+from core import build_run
 import models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
     os.makedirs(tmp_path / "gossip")
     (tmp_path / "gossip" / "events-rank5.jsonl").write_text('{"t": 1.0, "type": "transfer", "to": 0, "bytes": 4}\n')
     # the work is bounded (2 ranks, 2 s runs, tiny model); bench.py's own per-launch timeout catches a hang
-    done = subprocess.run([sys.executable, "bench.py", "--nodes", "2", "--walks", "2", "--train-time", "2",
+    done = subprocess.run([sys.executable, "bench/bench.py", "--nodes", "2", "--walks", "2", "--train-time", "2",
                            "--hop-time", "1", "--trim", "0.25", "--params", "1000", "--real", "mlp",
                            "--real-walks", "1", "--real-time", "2", "--idle-time", "3", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
@@ -92,7 +92,7 @@ def test_contention_free_rate_is_r_over_t_when_walks_never_meet():
 
 def test_emulated_update_sleeps_and_changes_the_flat_params_deterministically():
     cfg = config.parse_config(["--emulate-params", "5", "--emulate-compute", "0.01", "--walks", "1"], check_paths=False)
-    run = setup_run.build_run(cfg, 2)
+    run = build_run.build_run(cfg, 2)
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     assert isinstance(node.model, models.FlatBuffer) and models.num_params(node.model) == 5
     params = models.flatten_params(node.model)

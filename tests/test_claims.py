@@ -1,10 +1,10 @@
 """claims.py on synthetic numbers: the bootstrap, the verdict rules, censoring, the target metric,
-and each claim's rule over runs shaped as runs.read_run returns them."""
+and each claim's rule over runs shaped as run_records.read_run returns them."""
 import numpy as np
 import pytest
 
-import claims
-import runs
+from analysis import claims
+from core import run_records
 
 S, C, I = claims.SUPPORTED, claims.CONTRADICTED, claims.INCONCLUSIVE
 
@@ -88,9 +88,9 @@ def test_target_metric_direction_censoring_and_missing_metric():
 def test_eval_curve_takes_the_metrics_every_eval_carries():
     old = dict(type="eval", rank=0, model="node0", test_loss=0.5, test_accuracy=0.8)
     new = dict(old, train_loss=0.4, train_accuracy=0.85)
-    curve, _ = runs.eval_curve([dict(old, t=1.0), dict(new, t=2.0)])
-    assert sorted(m for m in runs.METRICS if m in curve) == ["test_accuracy", "test_loss"]
-    curve, _ = runs.eval_curve([dict(new, t=1.0), dict(new, t=2.0)])
+    curve, _ = run_records.eval_curve([dict(old, t=1.0), dict(new, t=2.0)])
+    assert sorted(m for m in run_records.METRICS if m in curve) == ["test_accuracy", "test_loss"]
+    curve, _ = run_records.eval_curve([dict(new, t=1.0), dict(new, t=2.0)])
     assert curve["train_accuracy"].tolist() == [0.85, 0.85]
 
 
@@ -100,14 +100,14 @@ def seeds(n=3, **kw):
 
 def test_claim_cycle_needs_every_mw_to_beat_gossip():
     grid = seeds(walks=1, reach_at=200) + seeds(walks=4, reach_at=300) + seeds(algorithm="gossip", reach_at=500)
-    assert claims.claim_cycle(runs.group_runs(grid), "test_accuracy", 0.9)["verdict"] == S
+    assert claims.claim_cycle(run_records.group_runs(grid), "test_accuracy", 0.9)["verdict"] == S
     grid = seeds(walks=1, reach_at=200) + seeds(walks=4, reach_at=700) + seeds(algorithm="gossip", reach_at=500)
-    assert claims.claim_cycle(runs.group_runs(grid), "test_accuracy", 0.9)["verdict"] == C
+    assert claims.claim_cycle(run_records.group_runs(grid), "test_accuracy", 0.9)["verdict"] == C
     # MW-4 never got there: at least 1000 iterations, more than gossip's 500
     grid = seeds(walks=1, reach_at=200) + seeds(walks=4) + seeds(algorithm="gossip", reach_at=500)
-    assert claims.claim_cycle(runs.group_runs(grid), "test_accuracy", 0.9)["verdict"] == C
+    assert claims.claim_cycle(run_records.group_runs(grid), "test_accuracy", 0.9)["verdict"] == C
     grid = seeds(walks=1, reach_at=200) + seeds(walks=4) + seeds(algorithm="gossip")  # nor did gossip
-    assert claims.claim_cycle(runs.group_runs(grid), "test_accuracy", 0.9)["verdict"] == I
+    assert claims.claim_cycle(run_records.group_runs(grid), "test_accuracy", 0.9)["verdict"] == I
 
 
 def complete_grid(gossip_at):
@@ -118,9 +118,9 @@ def complete_grid(gossip_at):
 
 
 def test_claim_complete_needs_both_orderings():
-    assert claims.claim_complete(runs.group_runs(complete_grid(500)), "test_accuracy", 0.9)["verdict"] == S
-    assert claims.claim_complete(runs.group_runs(complete_grid(900)), "test_accuracy", 0.9)["verdict"] == C
-    assert claims.claim_complete(runs.group_runs(complete_grid(100)), "test_accuracy", 0.9)["verdict"] == C
+    assert claims.claim_complete(run_records.group_runs(complete_grid(500)), "test_accuracy", 0.9)["verdict"] == S
+    assert claims.claim_complete(run_records.group_runs(complete_grid(900)), "test_accuracy", 0.9)["verdict"] == C
+    assert claims.claim_complete(run_records.group_runs(complete_grid(100)), "test_accuracy", 0.9)["verdict"] == C
 
 
 def test_claim_bytes_is_judged_per_gossip_rate_with_the_exception():
@@ -129,7 +129,7 @@ def test_claim_bytes_is_judged_per_gossip_rate_with_the_exception():
             + seeds(algorithm="gossip", reach_at=500, per_iteration_bytes=1, gossip_interval=0.5)
             + seeds(graph="complete", alpha=0.1, walks=1, reach_at=200, per_iteration_bytes=10)
             + seeds(graph="complete", alpha=0.1, algorithm="gossip", reach_at=100, per_iteration_bytes=1))
-    groups = runs.group_runs(grid)
+    groups = run_records.group_runs(grid)
     by_rate, exception = claims.claim_bytes(groups, "test_accuracy", 0.9, {key: 1 if key[0] == "complete" else 4
                                                                           for key in groups})
     assert exception == {("complete", 8, "alpha=0.1", "digits")}
@@ -141,11 +141,11 @@ def test_claim_bytes_is_judged_per_gossip_rate_with_the_exception():
 def test_claim_scaling_over_r_and_v_with_the_core_bound():
     grid = [run(walks=r, seed=s, rate=10.0 * r + s, backend="mpi") for r in (1, 2, 4) for s in range(3)]
     grid += [run(algorithm="gossip", nodes=v, seed=s, rate=5.0 * v + s, backend="mpi") for v in (4, 8) for s in range(3)]
-    result = claims.claim_scaling(runs.group_runs(grid), cores=2)
+    result = claims.claim_scaling(run_records.group_runs(grid), cores=2)
     assert result["verdict"] == S and {s["axis"] for s in result["series"]} == {"R", "V"}
     flat = [run(walks=r, seed=s, rate=20.0 + s, backend="mpi") for r in (1, 2, 4) for s in range(3)]
-    result = claims.claim_scaling(runs.group_runs(flat), cores=2)
+    result = claims.claim_scaling(run_records.group_runs(flat), cores=2)
     assert result["verdict"] == C and "do not vary V" in result["note"]
     capped = [run(walks=r, seed=s, rate=10.0 * min(r, 2) + s / 10, backend="mpi") for r in (1, 2, 4) for s in range(3)]
-    rows = claims.claim_scaling(runs.group_runs(capped), cores=2)["rows"]
+    rows = claims.claim_scaling(run_records.group_runs(capped), cores=2)["rows"]
     assert [r["verdict"] for r in rows] == [S, I]  # R = 4 is below linear but at what 2 cores allow

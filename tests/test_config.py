@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-import config
+from core import config
 from conftest import REPO, run_main
 
 

@@ -4,10 +4,10 @@ import os
 import pytest
 import torch
 
-import algorithms
-import config
-import setup_run
-from events import read_events
+from core import algorithms
+from core import config
+from core import build_run
+from core.events import read_events
 from conftest import read_summary, run_main
 
 FAST = ["--task", "digits", "--eval-interval", "2", "--warmup-time", "0"]
@@ -29,7 +29,7 @@ def test_mw_with_one_walk_is_single_random_walk_sgd(tmp_path):
     assert result.returncode == 0, result.stderr
 
     cfg = config.parse_config(list(map(str, flags)))
-    run = setup_run.build_run(cfg, 4)
+    run = build_run.build_run(cfg, 4)
     torch.set_num_threads(1)  # as each rank does: the same reduction order, so the same floats
     nodes = [algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(4)]
     walk = torch.nn.utils.parameters_to_vector(nodes[0].model.parameters()).detach().clone()

@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import re
 
-import runs
+from core import run_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # requirement name -> the module it is imported as (mpich is the MPI library mpi4py loads and mpirun)
@@ -65,7 +65,7 @@ def test_ci_installs_through_the_pins():
 
 
 def test_software_versions_name_what_the_numbers_depend_on():
-    versions = runs.software_versions()
+    versions = run_records.software_versions()
     assert versions["torch"].split("+")[0] == pins()["torch"]
     assert versions["numpy"] == pins()["numpy"] and versions["mpi4py"] == pins()["mpi4py"]
     assert versions["mpi_library"] and "\n" not in versions["mpi_library"]

@@ -12,16 +12,16 @@ import sys
 import numpy as np
 import pytest
 
-import experiments
-import plots
-import runs
-from events import read_events
+from analysis import experiments
+from analysis import plots
+from core import run_records
+from core.events import read_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def experiments_cli(*args, timeout=600):
-    return subprocess.run([sys.executable, os.path.join(REPO, "experiments.py"), *args], cwd=REPO,
+    return subprocess.run([sys.executable, os.path.join(REPO, "analysis", "experiments.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -45,7 +45,7 @@ def test_run_curve_counts_every_rank_up_to_each_evaluation(tmp_path):
     # rank 1 logs an update at exactly t=1.0 (counts for the eval at 1.0) and one after the last eval
     write_events(tmp_path, 1, [update(1.0, 0.25), transfer(1.0, 40), transfer(1.5, 40), update(3.0, 1.0),
                                evaluation(1.2, 0.99)])  # an eval at another rank is not node 0's curve
-    curve, _ = runs.eval_curve(read_events(tmp_path))
+    curve, _ = run_records.eval_curve(read_events(tmp_path))
     assert curve["time"].tolist() == [0.0, 1.0, 2.0]
     assert curve["iterations"].tolist() == [0, 2, 3]
     assert curve["bytes"].tolist() == [0, 140, 180]
@@ -79,7 +79,7 @@ def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
 
 
 def test_every_preset_expands_to_valid_main_flags():
-    import config
+    from core import config
     for name, preset in experiments.PRESETS.items():
         runs = experiments.expand(preset)
         assert len({run["name"] for run in runs}) == len(runs), name
@@ -119,7 +119,7 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
     names = [run["name"] for run in experiments.expand(preset)]
     assert len(names) == 2
     for name in names:
-        assert runs.is_complete(runs_dir / "smoke" / name)
+        assert run_records.is_complete(runs_dir / "smoke" / name)
         assert any(line.startswith("[") and name in line and "updates" in line for line in result.stdout.splitlines())
 
     text = (report_dir / "REPORT.md").read_text()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import data
-from events import EventLog, read_events
+from core.events import EventLog, read_events
 from conftest import read_summary, run_main, start_main
 from test_data import write_cifar_folder
 from test_engine import FAST, counters_from_events

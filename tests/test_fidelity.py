@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import algorithms
+from core import algorithms
 import data
 import graphs
-import config
-import setup_run
-import mnli
+from core import config
+from core import build_run
+from tasks import mnli
 import models
 from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
 
@@ -250,7 +250,7 @@ def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
 
 def test_evaluate_reports_a_fixed_half_of_the_training_set_and_the_test_split():
     cfg = config.parse_config(["--nodes", "4", "--partition", "iid"])
-    run = setup_run.build_run(cfg, 4)
+    run = build_run.build_run(cfg, 4)
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     metrics = algorithms.make_evaluate(cfg, run, node)(node.model)
     task_data = run["task_data"]

@@ -12,8 +12,8 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import plot_failures  # noqa: E402
-import plots  # noqa: E402
+from analysis import plot_failures  # noqa: E402
+from analysis import plots  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

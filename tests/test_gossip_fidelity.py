@@ -4,10 +4,10 @@ every run's summary.json reports."""
 import pytest
 import torch
 
-import config
-import setup_run
+from core import config
+from core import build_run
 import simulate
-from events import read_events
+from core.events import read_events
 from conftest import read_summary, run_main
 
 FLAGS = ["--algorithm", "gossip", "--graph", "complete", "--task", "synthetic", "--synthetic-samples", "600",
@@ -17,7 +17,7 @@ FLAGS = ["--algorithm", "gossip", "--graph", "complete", "--task", "synthetic", 
 def simulate_run(out, *flags):
     torch.set_num_threads(1)
     cfg = config.parse_config([*FLAGS, *flags, "--out", str(out)])
-    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
+    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def per_node(out, kind):

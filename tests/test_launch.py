@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import config
+from core import config
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ("cifar_job.yaml", "mnli_job.yaml")
@@ -182,7 +182,7 @@ def test_data_read_only_and_output_writable_on_volumes(job_name):
 
 
 def dockerfile_text():
-    return (ROOT / "Dockerfile").read_text()
+    return (ROOT / "deploy" / "Dockerfile").read_text()
 
 
 def dockerfile_workdir():

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import mnli
+from tasks import mnli
 import models
 from data import DataError, partition_indices, subset_test_split
-from events import read_events
+from core.events import read_events
 import conftest
 
 GENRES = ("fiction", "government", "slate", "telephone", "travel")
@@ -260,7 +260,7 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
 
 
 def test_transfer_dtype_and_eval_samples_are_checked():
-    from config import ConfigError, parse_config
+    from core.config import ConfigError, parse_config
     assert parse_config(["--transfer-dtype", "bfloat16"], check_paths=False)["transfer_dtype"] == "bfloat16"
     with pytest.raises(ConfigError, match="transfer_dtype 'float16' is not one of float32, bfloat16"):
         parse_config(["--transfer-dtype", "float16"], check_paths=False)

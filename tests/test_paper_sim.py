@@ -11,10 +11,10 @@ import sys
 
 import pytest
 
-import config
+from core import config
 import data
-import experiments
-import runs
+from analysis import experiments
+from core import run_records
 from test_simulate import event_files, one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,15 +109,15 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
     out = capsys.readouterr().out
     assert "2 to run, 2 at a time" in out
     names = ["cycle-V20-a1-mw5-s0", "cycle-V20-a1-gossip-s0"]
-    first, second = (runs.read_json(runs_dir / "paper_sim" / name / "launch.json") for name in names)
+    first, second = (run_records.read_json(runs_dir / "paper_sim" / name / "launch.json") for name in names)
     assert first["jobs"] == 2 and first["cpu_s"] > 0 and second["cpu_s"] > 0
     assert second["started"] < first["started"] + first["seconds"]  # side by side
     for name in names:
         folder = runs_dir / "paper_sim" / name
-        assert runs.is_complete(folder) and f"{name}: " in out
-        summary = runs.read_json(folder / "summary.json")
+        assert run_records.is_complete(folder) and f"{name}: " in out
+        summary = run_records.read_json(folder / "summary.json")
         assert summary["backend"] == "sim" and summary["iterations"] == 60 and summary["model_bytes"] == 1_089_896
-        launch = runs.read_json(folder / "launch.json")
+        launch = run_records.read_json(folder / "launch.json")
         assert launch["exit_code"] == 0 and launch["command"].split()[1:4] == [experiments.SIMULATE, "--nodes", "20"]
         assert "--virtual-model-bytes 1089896" in launch["command"]
         assert "results in" in (folder / "stdout.log").read_text()
@@ -132,7 +132,7 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
     assert capsys.readouterr().out.count("done, skipped") == 2
     # the forked run is the run `python simulate.py ...` makes: the same event logs, byte for byte
     fresh = tmp_path / "fresh"
-    command = runs.read_json(runs_dir / "paper_sim" / names[1] / "launch.json")["command"].split()
+    command = run_records.read_json(runs_dir / "paper_sim" / names[1] / "launch.json")["command"].split()
     command[command.index("--out") + 1] = str(fresh)
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -150,7 +150,7 @@ def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeyp
     experiments.warm_simulator()
     experiments.launch_forked(todo, str(runs_dir), small, 2, lambda run, code, seconds: ended.update({run["name"]: code}))
     assert ended == {"cycle-V20-a1-mw1-s0": "timeout", "cycle-V20-a1-gossip-s0": 0}
-    assert runs.read_json(runs_dir / "cycle-V20-a1-mw1-s0" / "launch.json")["exit_code"] == "timeout"
+    assert run_records.read_json(runs_dir / "cycle-V20-a1-mw1-s0" / "launch.json")["exit_code"] == "timeout"
 
 
 def test_jobs_are_for_simulated_presets(capsys):

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-import algorithms
+from core import algorithms
 import graphs
-import config
-import setup_run
+from core import config
+from core import build_run
 import models
 import protocols
 import simulate
-from events import EventLog, read_events
+from core.events import EventLog, read_events
 from conftest import REPO, run_main
 
 MODEL_PARAMS = 4  # the protocol is what is under test: no SGD, a tiny flat model
@@ -133,7 +133,9 @@ class IndependentWalks(protocols.MultiWalkNode):
 LAUNCHER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-import config, main, protocols, supervisor
+import main, protocols
+from core import config
+from engine import supervisor
 from test_protocols import IndependentWalks
 protocols.PROTOCOLS["independent"] = IndependentWalks
 config.ALGORITHMS += ("independent",)
@@ -158,7 +160,7 @@ def per_walk(out):
 def simulate_run(out, *flags):
     cfg = config.parse_config([*flags, "--out", str(out)])
     torch.set_num_threads(1)
-    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
+    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypatch):

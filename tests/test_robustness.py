@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-import algorithms
-import config
-from events import read_events
+from core import algorithms
+from core import config
+from core.events import read_events
 from conftest import REPO, read_summary, run_main
 from test_data import write_cifar_folder
 from test_engine import FAST, counters_from_events

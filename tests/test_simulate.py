@@ -6,10 +6,10 @@ from collections import Counter
 import pytest
 import torch
 
-import config
-import setup_run
+from core import config
+from core import build_run
 import simulate
-from events import read_events
+from core.events import read_events
 from conftest import run_main
 
 
@@ -25,7 +25,7 @@ def one_thread():
 
 def simulate_run(out, *flags):
     cfg = config.parse_config([*flags, "--out", str(out)])
-    return simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
+    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
 def event_files(out):

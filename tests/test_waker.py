@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-import mpirun as mpirun_lib
+from core import mpirun_command as mpirun_lib
 from conftest import REPO, start_main
 
 SCRIPT = textwrap.dedent("""

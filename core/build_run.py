@@ -8,8 +8,8 @@ import numpy as np
 
 import data
 import graphs
-import runs
-from config import ConfigError
+from core import run_records
+from core.config import ConfigError
 
 MAX_HISTOGRAM_NODES = 8  # beyond this, plan_text summarises the per-node class histogram in one line
 
@@ -44,7 +44,7 @@ def build_run(cfg, num_nodes):
 
 def plan_text(cfg, run):
     stats = graphs.graph_stats(run["graph"], cfg["laziness"])
-    what = runs.algorithm_label(cfg) + (f", {cfg['gossip_coupling']} coupling" if cfg["algorithm"] == "gossip" else "")
+    what = run_records.algorithm_label(cfg) + (f", {cfg['gossip_coupling']} coupling" if cfg["algorithm"] == "gossip" else "")
     hist = data.class_histogram(run["task_data"].partition_labels, run["shards"], run["task_data"].num_classes)
     return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, diameter {stats['diameter']}, "
             f"spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}), task {cfg['task']}, "

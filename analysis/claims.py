@@ -32,7 +32,7 @@ any one is contradicted, and is inconclusive otherwise (claim 2 has its own rule
 import numpy as np
 
 import graphs
-import runs as runs_lib
+from core import run_records as runs_lib
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0

@@ -11,17 +11,21 @@ failure; runs of the same algorithm without failures are drawn dotted, for refer
 writes runs/failures.png (--out figures/failures.png replaces the README's figure). It also prints, for every failure, the accuracy evaluated last before it, first after
 it (at the node evaluation moved to) and at the end of the run.
 """
-import argparse
 import os
 import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
+import argparse
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import plots  # noqa: E402
-import runs as runs_lib  # noqa: E402
-from events import read_events  # noqa: E402
+from analysis import plots  # noqa: E402
+from core import run_records as runs_lib  # noqa: E402
+from core.events import read_events  # noqa: E402
 
 
 def failure_curve(out_dir):

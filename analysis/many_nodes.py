@@ -20,18 +20,22 @@ compute and communication keep the paper's proportions), gossip in free mode
 (back to back). The seed drives data split, walks, compute times and, for ER,
 the graph itself.
 """
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
 import argparse
 import json
 import multiprocessing
-import os
-import sys
 import time
 
 import numpy as np
 
-import claims
-import plots
-import runs as runs_lib
+from analysis import claims
+from analysis import plots
+from core import run_records as runs_lib
 
 NODES = (20, 50, 100)
 SEEDS = (0, 1, 2)
@@ -116,12 +120,12 @@ def run_job(job, model_bytes):
     """Simulate one job; returns its run as runs.read_run gives it, in JSON-ready form, plus its kind."""
     import torch
     torch.set_num_threads(1)  # one process per core, tiny models
-    import config
-    import setup_run
+    from core import config
+    from core import build_run
     import simulate
     started = time.process_time()
     cfg = config.parse_config(run_flags(job, model_bytes), prog="large_v.py")
-    simulate.simulate(cfg, setup_run.build_run(cfg, cfg["nodes"]), verbose=False)
+    simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
     run = runs_lib.read_run(job["out"])
     return dict(run, kind=job["kind"], curve={k: v.tolist() for k, v in run["curve"].items()},
                 cpu_seconds=round(time.process_time() - started, 2))

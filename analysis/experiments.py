@@ -20,26 +20,29 @@ resumes where it stopped. A failed run prints the tail of its stderr and the gri
 goes on; the exit code is 1 if any run failed. The report goes to runs/reports/P/
 (--report-dir reports/P rewrites the committed one).
 """
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
 import argparse
 import json
-import os
 import resource
 import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import traceback
 
-import config
-import mpirun as mpirun_lib
-import runs as runs_lib
+from core import config
+from core import mpirun_command as mpirun_lib
+from core import run_records as runs_lib
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MAIN = os.path.join(HERE, "main.py")
-SIMULATE = os.path.join(HERE, "simulate.py")
-PAPER_GRAPHS = {kind: os.path.join(HERE, "configs", "paper", f"{kind}_graph_20_nodes.json")
+MAIN = os.path.join(REPO, "main.py")
+SIMULATE = os.path.join(REPO, "simulate.py")
+PAPER_GRAPHS = {kind: os.path.join(REPO, "configs", "paper", f"{kind}_graph_20_nodes.json")
                 for kind in ("cycle", "complete", "erdos_renyi")}
 
 # Gossip at the three exchange rates claim 4 is shown at (FIDELITY.md): "gossip" is the authors-like
@@ -422,7 +425,7 @@ def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
 
 
 def make_report(name, preset, runs, runs_dir, report_dir, metric):
-    import report
+    from analysis import report
     finished = [os.path.join(runs_dir, run["name"]) for run in runs]
     finished = [path for path in finished if runs_lib.is_complete(path)]
     if not finished:

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad_and_value, vmap
 
-import algorithms
+from core import algorithms
 
 # On a CPU, fewer updates than this in flight are computed one at a time (algorithms.local_update on
 # the node, whose module and optimizer state are views of its bank rows): vmap's fixed cost made a

@@ -14,14 +14,18 @@ time). Runs that differ only in seed are one curve; runs that share graph, V,
 data split and task are one figure (a "setting"). Beside every PNG a CSV holds
 the plotted mean/std curves. Figures go under runs/ unless --out says otherwise.
 """
-import argparse
-import csv
 import os
 import sys
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
+import argparse
+import csv
+
 import numpy as np
 
-import runs as runs_lib
+from core import run_records as runs_lib
 
 # x-axes of the panels: key in a curve, axis label, log scale
 X_AXES = (("time", "time (s)", False),

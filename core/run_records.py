@@ -12,8 +12,8 @@ import sys
 
 import numpy as np
 
-from config import SOFTWARE_KEY
-from events import EVAL_METRICS, read_events
+from core.config import SOFTWARE_KEY
+from core.events import EVAL_METRICS, read_events
 
 # What an eval event may carry; older runs log the test pair only. "Reaching" a target
 # means >= for accuracies and <= for losses.

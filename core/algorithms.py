@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import data
 import graphs
-import mnli
+from tasks import mnli
 import models
 
 

@@ -1,11 +1,11 @@
 """What rank 0 prints before training: the per-node class table up to 8 nodes, one summary line beyond."""
-import config
-import setup_run
+from core import config
+from core import build_run
 
 
 def plan_lines(num_nodes):
     cfg = config.parse_config(["--walks", "1"])
-    return setup_run.plan_text(cfg, setup_run.build_run(cfg, num_nodes)).splitlines()
+    return build_run.plan_text(cfg, build_run.build_run(cfg, num_nodes)).splitlines()
 
 
 def test_plan_shows_the_class_table_up_to_eight_nodes():

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from events import remove_quietly, write_json_atomically
+from core.events import remove_quietly, write_json_atomically
 
 # distinct from distributed_training's tags (1..8)
 TAG_READY, TAG_SAVE, TAG_SAVED, TAG_RESUME = 21, 22, 23, 24

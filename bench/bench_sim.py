@@ -9,27 +9,31 @@ timed both ways in one process, with the load average before and after each.
 Both ways must give the same events (up to float rounding in losses): a run whose
 event types and times differ is reported as a failure, not timed.
 """
-import argparse
-import json
 import os
 import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
+import argparse
+import json
 import tempfile
 import time
 
 import torch
 
-import config
+from core import config
 import data
-import setup_run
+from core import build_run
 import simulate
-from events import read_events
+from core.events import read_events
 
 
 def timed_run(flags, out, batched):
     """Seconds one simulate() call takes (build included) and the events it wrote."""
     simulate.BATCHED = batched
     cfg = config.parse_config([*flags, "--out", out])
-    run = setup_run.build_run(cfg, cfg["nodes"])
+    run = build_run.build_run(cfg, cfg["nodes"])
     started = time.perf_counter()
     simulate.simulate(cfg, run, verbose=False)
     return time.perf_counter() - started, read_events(out)

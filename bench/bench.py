@@ -29,20 +29,23 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
 - counters: transfers and bytes from the events / the formula (MW: updates - self loops; gossip:
   2 x exchanges; bytes: transfers x model bytes), and the summary's totals / the events'. Exactly 1.
 """
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
+
 import argparse
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 
-import mpirun as mpirun_lib
-import runs
-from events import read_events
+from core import mpirun_command as mpirun_lib
+from core import run_records
+from core.events import read_events
 
 RESNET20_PARAMS = 272_474
-HERE = os.path.dirname(os.path.abspath(__file__))
 # the real-compute rows: main.py flags of each model. ResNet-20 takes batch 16 and tau 1 so that 8 ranks
 # sharing 2 cores still make hundreds of updates in a run (batch 32, tau 5 is 1.4 s per update on one core)
 REAL_MODELS = {"mlp": ["--task", "digits"],
@@ -52,7 +55,7 @@ IDLE_UPDATE = 1.0  # seconds of the one emulated update of the idle-cost run
 
 def mpirun(nodes, script, argv, seconds):
     """Run `script` on `nodes` MPI ranks; returns its stdout, or exits with its error."""
-    cmd = mpirun_lib.command(nodes, os.path.join(HERE, script), argv)
+    cmd = mpirun_lib.command(nodes, os.path.join(REPO, script), argv)
     done = subprocess.run(cmd, capture_output=True, text=True, env=mpirun_lib.environment(), timeout=seconds + 300)  # + start-up
     if done.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed with code {done.returncode}:\n{done.stderr[-2000:]}")
@@ -108,7 +111,7 @@ def contention_free_rate(args, walks):
     """Updates/s of MW-R on the same routes with a zero-overhead engine: hops are instant and
     every visit takes exactly t, so visits end in rounds k*t; a node serves one waiting walk
     per round, the lowest id first, the others queue (SEMANTICS.md §1)."""
-    import algorithms
+    from core import algorithms
     import graphs
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
     at, visits, counted = list(range(walks)), [0] * walks, 0
@@ -127,7 +130,7 @@ def contention_free_rate(args, walks):
 def counter_check(out):
     """(transfers from events, formula), (bytes from events, formula), [(summary total, events total)]."""
     events = read_events(out)
-    summary = runs.read_json(os.path.join(out, "summary.json"))
+    summary = run_records.read_json(os.path.join(out, "summary.json"))
     count = {kind: sum(1 for e in events if e["type"] == kind)
              for kind in ("update", "transfer", "self_loop", "exchange")}
     sent = sum(e["bytes"] for e in events if e["type"] == "transfer")
@@ -182,7 +185,7 @@ def warm_node(cfg, run, node_id, device, nodes):
     """Node node_id built as main.py builds it, with the torch threads a CPU rank of a `nodes`-rank run
     gets, and its flat parameters after one local update: the warm-up, run before any clock starts."""
     import torch
-    import algorithms
+    from core import algorithms
     import distributed_training
     import models
     node = algorithms.make_node(cfg, run, node_id, device)
@@ -198,13 +201,13 @@ def compute_only(args, flags):
     optimizer, device) and runs its local updates back to back with no communication; rank 0 prints
     the updates per second of all ranks together in the steady window."""
     from mpi4py import MPI
-    import algorithms
-    import config
+    from core import algorithms
+    from core import config
     import distributed_training
-    import setup_run
+    from core import build_run
     comm = MPI.COMM_WORLD
     cfg = config.parse_config(flags)
-    run = setup_run.build_run(cfg, args.nodes)  # the V-node partition; these ranks are its first nodes
+    run = build_run.build_run(cfg, args.nodes)  # the V-node partition; these ranks are its first nodes
     node, params = warm_node(cfg, run, comm.Get_rank(), distributed_training.pick_device(cfg, comm), args.nodes)
     start, counted = comm.bcast(time.time()), 0
     while time.time() - start < args.real_time:
@@ -224,12 +227,12 @@ def rotation(args, flags, walks):
     import socket
     import numpy as np
     import torch
-    import algorithms
-    import config
+    from core import algorithms
+    from core import config
     import graphs
-    import setup_run
+    from core import build_run
     cfg = config.parse_config(flags)
-    run = setup_run.build_run(cfg, args.nodes)
+    run = build_run.build_run(cfg, args.nodes)
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
     names = [f"\0multiwalk-rotation-{os.getpid()}-{k}".encode() for k in range(args.nodes)]
     reports = []
@@ -297,7 +300,7 @@ def real_compute_rows(args, model, cifar_dir):
                 f"window from {warm:.1f} s{' (every rank warm)' * (warm > args.trim)}; {split}")
 
     def rotating(walks):
-        command = [sys.executable, os.path.join(HERE, "bench.py"), "--rotation", str(walks), "--nodes", str(args.nodes),
+        command = [sys.executable, os.path.abspath(__file__), "--rotation", str(walks), "--nodes", str(args.nodes),
                    "--real-time", str(args.real_time), "--trim", str(args.trim), "--seed", str(args.seed), "--",
                    *flags, "--walks", "1"]
         return float(subprocess.run(command, env=mpirun_lib.environment(), capture_output=True, text=True, check=True,
@@ -349,7 +352,7 @@ def idle_cores(args):
     window from its first local update to args.trim before its end; and the waiting strategy it chose."""
     out = os.path.join(args.out, "idle")
     shutil.rmtree(out, ignore_errors=True)
-    cmd = mpirun_lib.command(args.nodes, os.path.join(HERE, "main.py"), [
+    cmd = mpirun_lib.command(args.nodes, os.path.join(REPO, "main.py"), [
         "--graph", "complete", "--emulate-params", str(args.params), "--emulate-compute", str(IDLE_UPDATE),
         "--algorithm", "mw", "--walks", "1", "--train-time", str(args.idle_time), "--seed", str(args.seed), "--out", out])
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=mpirun_lib.environment())

@@ -23,8 +23,8 @@ import time
 
 from mpi4py import MPI
 
-import supervisor
-from events import amend_summary, counter_totals
+from engine import supervisor
+from core.events import amend_summary, counter_totals
 
 TAG_FAULT, TAG_FAULT_SEEN, TAG_COUNTERS, TAG_SUMMARY_WRITTEN = 31, 32, 33, 34  # distinct from the engine's
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report

@@ -2,17 +2,17 @@
 change a figure of the synthetic runs, the verdict changes."""
 import numpy as np
 
-import large_v
-import config
-import setup_run
+from analysis import many_nodes
+from core import config
+from core import build_run
 
 
 def test_jobs_repeat_every_run_for_every_seed_with_valid_flags():
-    jobs = large_v.make_jobs("runs/x", seeds=(0, 1))
+    jobs = many_nodes.make_jobs("runs/x", seeds=(0, 1))
     assert len({job["out"] for job in jobs}) == len(jobs)
     assert sum(job["seed"] == 0 for job in jobs) == sum(job["seed"] == 1 for job in jobs) == len(jobs) // 2
     for job in jobs[:: len(jobs) // 7]:
-        cfg = config.parse_config(large_v.run_flags(job, model_bytes=1000), check_paths=False)
+        cfg = config.parse_config(many_nodes.run_flags(job, model_bytes=1000), check_paths=False)
         assert cfg["seed"] == job["seed"] and cfg["nodes"] == job["nodes"]
 
 
@@ -38,34 +38,34 @@ def timing(algorithm, nodes, graph, walks, seed, rate):
 def synthetic_results(gossip_cycle_at):
     results = []
     for seed in (0, 1, 2):
-        for graph, alpha in large_v.SETTINGS:
+        for graph, alpha in many_nodes.SETTINGS:
             results += [training(graph, "mw", seed, walks, alpha, reach_at=200 + 100 * walks)
-                        for walks in large_v.training_walks(20, graph)]
+                        for walks in many_nodes.training_walks(20, graph)]
             results.append(training(graph, "gossip", seed, alpha=alpha, bytes_per_iteration=50,
                                     reach_at=gossip_cycle_at if graph == "cycle" else 500))
-        for graph in large_v.GRAPHS:
+        for graph in many_nodes.GRAPHS:
             results += [timing("mw", 20, graph, walks, seed, rate=30.0 * walks + seed) for walks in (1, 2)]
             results += [timing("gossip", nodes, graph, 1, seed, rate=40.0 * nodes + seed) for nodes in (20, 40)]
     return results
 
 
 def test_report_verdicts_follow_the_runs(tmp_path, monkeypatch):
-    monkeypatch.setattr(large_v, "NODES", (20,))
-    report = tmp_path / "large_v.md"
-    large_v.write_report(synthetic_results(gossip_cycle_at=800), str(report), str(tmp_path), "1 minute",
+    monkeypatch.setattr(many_nodes, "NODES", (20,))
+    report = tmp_path / "many_nodes.md"
+    many_nodes.write_report(synthetic_results(gossip_cycle_at=800), str(report), str(tmp_path), "1 minute",
                          "test_accuracy", 0.8)
     text = report.read_text()
     claim1 = text.split("### Claim 1")[1].split("### Claim 2")[0]
     assert "Verdict: V = 20: **supported**." in claim1
     assert "| cycle, V=20, alpha=1, digits | MW-1 | gossip (back to back) | 300, 300, 300 | 800, 800, 800 |" in claim1
     assert "Verdict: **supported**" in text.split("### Claim 3")[1]
-    large_v.write_report(synthetic_results(gossip_cycle_at=200), str(report), str(tmp_path), "1 minute",
+    many_nodes.write_report(synthetic_results(gossip_cycle_at=200), str(report), str(tmp_path), "1 minute",
                          "test_accuracy", 0.8)
     assert "Verdict: V = 20: **contradicted**." in report.read_text().split("### Claim 1")[1].split("### Claim 2")[0]
 
 
 def test_report_only_refuses_old_results_in_one_line(tmp_path, capsys):
     (tmp_path / "results.json").write_text('{"runtime": "1 minute", "results": [{"kind": "training", "curve": []}]}')
-    assert large_v.main(["--report-only", "--figures", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 2
+    assert many_nodes.main(["--report-only", "--figures", str(tmp_path), "--report", str(tmp_path / "r.md")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "older large_v.py" in err and err.count("\n") == 1
+    assert err.startswith("error: ") and "older many_nodes.py" in err and err.count("\n") == 1

@@ -9,16 +9,19 @@ computed from the intervals by the rules of claims.py, stated in the report.
 Every number comes from the runs' folders (runs.read_run); the report's last
 table lists every run folder with its own numbers.
 """
-import argparse
-import datetime
 import os
 import sys
 
-import claims
-import plots
-import runs as runs_lib
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the project's modules, however the script is started
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import argparse
+import datetime
+
+from analysis import claims
+from analysis import plots
+from core import run_records as runs_lib
+
 
 
 def short(key):
@@ -212,7 +215,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
     for key, png in figures.items():
         md += ["", f"### {runs_lib.setting_title(key)} (diameter {diameters[key]})", "",
                f"![{runs_lib.setting_title(key)}](figures/{os.path.basename(png)})"]
-    large_v = os.path.join(HERE, "reports", "large_v.md")
+    large_v = os.path.join(REPO, "reports", "large_v.md")
     if os.path.exists(large_v):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
         link = os.path.relpath(large_v, out_dir)
         md += ["", "## Large graphs (simulated)", "",

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from config import ConfigError
+from core.config import ConfigError
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "summary.json", "events-rank*.jsonl", "checkpoint")  # what a run writes; globs allowed

@@ -1,0 +1,1 @@
+"""Experiments, claims, reports and figures from run folders."""

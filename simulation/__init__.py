@@ -1,0 +1,1 @@
+"""What simulate.py uses beyond the protocols: batched local updates."""

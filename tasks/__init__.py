@@ -1,0 +1,1 @@
+"""The learning tasks (data, model, loss, evaluation); MNLI + OPT lives here."""
