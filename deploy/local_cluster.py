@@ -50,6 +50,7 @@ SUBNET = "10.77.0"                   # host i is SUBNET.(10 + i)/24, inside the 
 UNSHAPED = "100gbit"                 # the htb rate of a link with no --rate: counts, does not limit
 RANK_ENV = dict(UCX_TLS="tcp,self", UCX_NET_DEVICES="eth0")  # through the links, never shared memory
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")
+TCP_RETRIES = 4                      # net.ipv4.tcp_retries2 inside the hosts (see _network)
 UP_TAG = "up"                        # the tag of the rig the script's `up` leaves running
 
 
@@ -250,6 +251,9 @@ class Cluster:
             sh("ip", "-n", namespace, "addr", "add", f"{self.addresses[i]}/24", "dev", "eth0")
             sh("ip", "-n", namespace, "link", "set", "eth0", "up")
             sh("ip", "-n", namespace, "link", "set", "lo", "up")
+            # a connection to a host cut off fails after ~3 s of retransmissions, not Linux's ~15 min:
+            # mpiexec waits for its cut-off proxy's connection to fail before it ends (docs/cluster_on_one_machine.md)
+            sh("ip", "netns", "exec", namespace, "sysctl", "-qw", f"net.ipv4.tcp_retries2={TCP_RETRIES}")
         with open(self.hostfile, "w") as f:
             f.write("# written by deploy/local_cluster.py: one host a line, HOST:SLOTS\n")
             f.writelines(f"{h}:{self.slots}\n" for h in self.hosts)
@@ -290,16 +294,24 @@ class Cluster:
         sh("ip", "-n", self.bridge, "link", "set", f"p{i}", "up" if up else "down")
 
     def partition(self, group):
-        """Drop every packet between the hosts of `group` and the others (a tc filter on each bridge port)."""
+        """Drop every packet between the hosts of `group` and the others: on the bridge's port to each
+        host, a u32 filter sends the packets from the other side to class 1:20, whose queue holds
+        none (pfifo limit 0). (This kernel has no tc actions, so no `action drop`.)"""
         group = set(group)
         for i in range(self.num_hosts):
-            others = [j for j in range(self.num_hosts) if (j in group) != (i in group)]
-            for j in others:  # on the port to host i: packets from host j do not leave the bridge
-                sh("tc", "-n", self.bridge, "filter", "add", "dev", f"p{i}", "parent", "1:", "protocol", "ip",
-                   "prio", "1", "u32", "match", "ip", "src", f"{self.addresses[j]}/32", "action", "drop")
+            port = f"p{i}"
+            if "1:20" not in sh("tc", "-n", self.bridge, "class", "show", "dev", port):
+                sh("tc", "-n", self.bridge, "class", "add", "dev", port, "parent", "1:", "classid", "1:20", "htb",
+                   "rate", self.rate, "quantum", "60000")
+                sh("tc", "-n", self.bridge, "qdisc", "add", "dev", port, "parent", "1:20", "handle", "20:", "pfifo",
+                   "limit", "0")
+            for j in range(self.num_hosts):
+                if (j in group) != (i in group):  # packets from host j do not reach host i
+                    sh("tc", "-n", self.bridge, "filter", "add", "dev", port, "parent", "1:", "protocol", "ip",
+                       "prio", "1", "u32", "match", "ip", "src", f"{self.addresses[j]}/32", "flowid", "1:20")
 
     def heal(self):
-        """Remove the partition filters."""
+        """Remove the partition's filters: every packet takes class 1:10 again."""
         for i in range(self.num_hosts):
             sh("tc", "-n", self.bridge, "filter", "del", "dev", f"p{i}", "parent", "1:", "prio", "1", check=False)
 
@@ -373,7 +385,7 @@ SetEnv HOME={home}
         ssh_dir = os.path.join(self.home, ".ssh")
         with open(self.ssh_wrapper, "w") as f:
             f.write(f"#!/bin/sh\nexec ssh -F {ssh_dir}/config -o UserKnownHostsFile={ssh_dir}/known_hosts "
-                    f"-o BatchMode=yes \"$@\"\n")
+                    f"-o BatchMode=yes -o ServerAliveInterval=2 -o ServerAliveCountMax=4 \"$@\"\n")
         os.chmod(self.ssh_wrapper, 0o755)
 
     # --- running things
