@@ -198,7 +198,7 @@ class Cluster:
 
     def _on_signal(self, signum, frame):
         self.down()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise SystemExit(128 + signum)  # unwinds the caller's `with`; its __exit__ finds nothing left
 
     def up(self):
         why = why_unavailable()
@@ -288,6 +288,19 @@ class Cluster:
                 text = sh("tc", "-n", namespace, "-s", "class", "show", "dev", dev)
                 counts[host].append(int(re.search(r"class htb 1:10 .*?\n\s*Sent (\d+) bytes", text).group(1)))
         return counts
+
+    def crossed(self, out, before, after):
+        """Proof that a run's models went through the links: {host: (bytes its ranks' events say they
+        sent, bytes its link carried out of it between the `before` and `after` link_bytes())}. The
+        link's count includes headers, ssh and the launcher, so it must be at least the events'."""
+        from core.events import read_events
+        events = read_events(out)
+        host_of = {e["rank"]: e["host"] for e in events if e["type"] == "start"}
+        sent = {host: 0 for host in self.hosts}
+        for e in events:
+            if e["type"] == "transfer":
+                sent[host_of[e["rank"]]] += e["bytes"]
+        return {host: (sent[host], after[host][0] - before[host][0]) for host in self.hosts}
 
     def set_link(self, i, up):
         """Host i's link down (the bridge's port: the host loses carrier) or up again."""
