@@ -47,6 +47,9 @@ TAG_WALK, TAG_RETIRED, TAG_STOP, TAG_EXCHANGE, TAG_REPLY, TAG_DONE, TAG_STATS, T
 HEADER_WORDS = 3       # walk messages: (walk_id, visits done, hops made); exchange messages: unused
 STATS_PERIOD = 1.0     # seconds between progress counters sent to rank 0
 POKED_PATIENCE = 5e-4  # seconds an idle compute thread, poked, probes for the walk announced
+# past --stall-timeout, how long a silent peer has before it counts as unreachable: a stalled process is its
+# supervisor's to name (it sees the missed beats at once; counters come only once a second)
+UNREACHABLE_GRACE = 2 * STATS_PERIOD
 
 
 def cores_for_this_process():
@@ -293,7 +296,7 @@ class Progress:
                 self.heard[0] = now
             silent = [0]
         for r in silent:
-            if now - self.heard[r] > self.stall_timeout:
+            if now - self.heard[r] > self.stall_timeout + UNREACHABLE_GRACE:
                 seen_from = f"rank {self.rank} ({self.hosts[self.rank]}) has heard nothing from it"
                 faults.end_unreachable(self.comm, self.cfg, (
                     f"error: rank {r} ({self.hosts[r]}) is unreachable: {seen_from} for {now - self.heard[r]:.0f} s "
