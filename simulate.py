@@ -37,6 +37,7 @@ from core import config
 from core import build_run
 import models
 import protocols
+import tasks
 from core import run_records
 from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
@@ -86,7 +87,7 @@ class Network:
             clock.at(when, self.log_failures)
         # a measured duration is the wall time of the update itself, so it cannot wait for a batch
         self.batch = (batched.BatchedUpdates(nodes, cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
-                      and all(map(batched.can_batch, nodes)) else None)
+                      and tasks.get(cfg["task"]).batchable and all(map(batched.can_batch, nodes)) else None)
 
     def carry(self, params):
         """A model as a message carries it: a copy in the transfer dtype."""

@@ -224,8 +224,8 @@ def check_runs(runs, mpirun):
     """The checks every rank of main.py makes before training, once here for the whole grid,
     so a missing dataset or graph file fails now and not after hours of earlier runs.
     Returns None or a one-line error. mpirun None: simulated runs, no launcher to check."""
-    import data
     import graphs
+    import tasks
     if mpirun is not None and not shutil.which(shlex.split(mpirun)[0]):
         return f"{shlex.split(mpirun)[0]} is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
     checked = set()
@@ -233,16 +233,14 @@ def check_runs(runs, mpirun):
         for run in runs:
             cfg = config.parse_config(argv_of(run["flags"]))
             graph = (cfg["graph"], run["nodes"], cfg["er_p"], cfg["seed"] if cfg["graph"] == "er" else 0)
-            task = (cfg["task"], cfg["data_dir"], cfg["seed"] if cfg["task"] == "synthetic" else 0)
+            task = tasks.get(cfg["task"])
+            data_key = (task.name, *(cfg[key] for key in task.data_keys))  # equal values, equal data
             if graph not in checked:
                 graphs.build_graph(cfg["graph"], run["nodes"], er_p=cfg["er_p"], seed=cfg["seed"])
                 checked.add(graph)
-            if task not in checked:
-                data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
-                                    synthetic_samples=cfg["synthetic_samples"],
-                                    synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"])
-                checked.add(task)
+            if data_key not in checked:
+                task.load_data(cfg)
+                checked.add(data_key)
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         return str(e).splitlines()[0]
     return None
