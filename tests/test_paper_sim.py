@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from core import config
-import data
+from tasks import cifar10_files
 from analysis import experiments
 from core import run_records
 from test_simulate import event_files, one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
@@ -65,7 +65,7 @@ def test_paper_sim_with_a_data_dir_is_resnet20_on_cifar10(tmp_path, capsys):
 def test_paper_sim_starts_on_cifar10(tmp_path):
     """ResNet-20 on (random, tiny) CIFAR-10 batches: the preset's first run, cut to 2 updates, starts and ends."""
     folder = tmp_path / "cifar"
-    data.write_cifar_folder(folder, images_per_batch=8)
+    cifar10_files.write_cifar_folder(folder, images_per_batch=8)
     run = experiments.expand(PRESET, data_dir=str(folder), only="cycle-V20-a1-mw1-s0")[0]
     flags = dict(run["flags"], max_iterations=2, eval_interval=1e6)
     summary = simulate_run(tmp_path / "out", "--nodes", "20", *experiments.argv_of(flags))
