@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import torch
 
-import data
+from data import DataError, TaskData
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -25,7 +25,7 @@ def find_cifar_dir(data_dir):
     for candidate in (data_dir, os.path.join(data_dir, "cifar-10-batches-py")):
         if all(os.path.isfile(os.path.join(candidate, f)) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,)):
             return candidate
-    raise data.DataError(f"data_dir {data_dir} has no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
+    raise DataError(f"data_dir {data_dir} has no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
                     f"from cifar-10-python.tar.gz, or its cifar-10-batches-py folder)")
 
 
@@ -59,7 +59,7 @@ def read_cifar_batch(path):
                              f"expected (n, 3072) and n")
     except Exception as e:  # truncated pickle, wrong keys, wrong shapes: all the same fault for the user
         reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise data.DataError(f"CIFAR-10 file {path} is truncated or not a CIFAR pickle: {reason}") from None
+        raise DataError(f"CIFAR-10 file {path} is truncated or not a CIFAR pickle: {reason}") from None
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -108,17 +108,17 @@ def write_cifar_folder(folder, images_per_batch=64, seed=0):
 
 def load_cifar10(data_dir):
     if data_dir is None:
-        raise data.DataError("task cifar10 needs a data_dir holding the CIFAR-10 python batches (cifar-10-batches-py)")
+        raise DataError("task cifar10 needs a data_dir holding the CIFAR-10 python batches (cifar-10-batches-py)")
     if not os.path.isdir(data_dir):
-        raise data.DataError(f"data_dir {data_dir} is not a directory; expected the CIFAR-10 python batches folder")
+        raise DataError(f"data_dir {data_dir} is not a directory; expected the CIFAR-10 python batches folder")
     folder = find_cifar_dir(data_dir)
     train = [read_cifar_batch(os.path.join(folder, f)) for f in CIFAR_TRAIN_FILES]
     test_images, test_labels = read_cifar_batch(os.path.join(folder, CIFAR_TEST_FILE))
     train_labels = np.concatenate([labels for _, labels in train])
     for labels in (train_labels, test_labels):
         if labels.min() < 0 or labels.max() > 9:
-            raise data.DataError(f"CIFAR-10 labels in {folder} range over {labels.min()}..{labels.max()}; allowed 0..9")
-    return data.TaskData(train_x=normalize_cifar(np.concatenate([images for images, _ in train])),
+            raise DataError(f"CIFAR-10 labels in {folder} range over {labels.min()}..{labels.max()}; allowed 0..9")
+    return TaskData(train_x=normalize_cifar(np.concatenate([images for images, _ in train])),
                     train_y=torch.from_numpy(train_labels),
                     test_x=normalize_cifar(test_images), test_y=torch.from_numpy(test_labels),
                     num_classes=10, partition_labels=train_labels, augment=augment_cifar_batch)
