@@ -4,7 +4,8 @@ read from --data-dir (the python batches, tasks/cifar10_files.py), random crop a
 every training batch, and ResNet-20 (models.ResNet20, 272,474 parameters) under SGD with
 Nesterov momentum.
 """
-from tasks import Folder, Task, classification
+from tasks import classification
+from tasks.record import Folder, Task
 
 
 def load_data(cfg):

@@ -6,7 +6,8 @@ not by the run's seed.
 """
 import os
 
-from tasks import Task, classification
+from tasks import classification
+from tasks.record import Task
 
 
 def load_data(cfg):

@@ -6,7 +6,7 @@ checkpoint (--model-dir, e.g. facebook/opt-125m saved with save_pretrained) on M
 Evaluation: LM loss on the train subset and the test split (validation_matched), and label
 accuracy on the test split; train_accuracy is nan (label choices are built for the test split only).
 """
-from tasks import Folder, Task
+from tasks.record import Folder, Task
 
 # config.py's early check that model_dir holds weights; multinli.check_model_dir, when the model
 # loads, also takes a sharded checkpoint's index files

@@ -4,7 +4,8 @@ synthetic: a seeded scikit-learn make_classification problem (--synthetic-sample
 the train split's statistics, with the digits MLP (models.DigitsMLP) under SGD. The data
 follow from the run's seed.
 """
-from tasks import Task, classification
+from tasks import classification
+from tasks.record import Task
 
 
 def load_data(cfg):

@@ -15,7 +15,8 @@ import torch
 import simulate
 import tasks
 from core import algorithms, build_run, config
-from tasks import Folder, Task, classification, cifar10_files
+from tasks import classification, cifar10_files
+from tasks.record import Folder, Task
 from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
