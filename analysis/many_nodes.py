@@ -73,7 +73,8 @@ def run_flags(job, model_bytes):
             "--compute-time-dist", "exponential", "--compute-time-mean", str(COMPUTE_MEAN),
             "--bandwidth", str(model_bytes / TRANSFER_TIME), "--latency", "0", "--gossip-mode", "free",
             # timing jobs run no SGD: a flat model of the MLP's size, so the bytes stay the same
-            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"]]
+            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"],
+            "--overwrite", "true"]  # the study's own run folders: each study replaces the last one's
 
 
 def iteration_rate(job):
