@@ -13,6 +13,7 @@ from core import config
 from core import build_run
 from tasks import cifar10_files, multinli
 import models
+from conftest import REPO
 from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
 
 PAPER = "configs/paper/"
@@ -130,7 +131,7 @@ def test_cli_prints_statistics_and_at_most_8_nodes():
     import subprocess
     import sys
     out = subprocess.run([sys.executable, "data.py", "--nodes", "20", "--alpha", "0.1"], capture_output=True,
-                         text=True, timeout=120, cwd=config.__file__.rsplit("/", 1)[0])
+                         text=True, timeout=120, cwd=REPO)
     lines = out.stdout.strip().splitlines()
     assert "KL from uniform" in lines[0] and "top class" in lines[0]
     assert len(lines) == 1 + 1 + 8 + 1 and lines[-1].startswith("... 12 more nodes")
