@@ -282,3 +282,59 @@ def front_table(results, measures):
         lines.append(f"| {number} | \"{WORDS[number]}\" | {TESTS[number]} | {effect} | {per} (**{result['verdict']}**) "
                      f"| {holds} | {DEPENDS[number]} |")
     return "\n".join(lines)
+
+
+def comparison_table(comps):
+    """Markdown: every comparison of a family with its seeds, effect, interval, p-values and verdict."""
+    if not comps:
+        return "(no runs for these comparisons)"
+    lines = ["| setting | A | B | measure | seeds | censored A/B | A/B [95% CI] | BCa bootstrap | p (Holm) "
+             "| TOST p (Holm) | verdict | method |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comps:
+        setting = (runs_lib.setting_title(c["key"]) if isinstance(c["key"][0], str)
+                   else " vs ".join(runs_lib.setting_title(k) for k in c["key"]))
+        p = "—" if c.get("p_adj") is None else f"{c['p_adj']:.3g}"
+        tost = "—" if c.get("tost_adj") is None else f"{c['tost_adj']:.3g}"
+        lines.append(f"| {setting} | {c['a_label']} | {c['b_label']} | {c['axis']} {measure_name(c['measure'])} | "
+                     f"{c['n']} | {c.get('censored_a', 0)}/{c.get('censored_b', 0)} | {c['effect']:.2f} "
+                     f"[{c['low']:.2f}, {c['high']:.2f}] | [{c.get('boot_low', float('nan')):.2f}, "
+                     f"{c.get('boot_high', float('nan')):.2f}] | {p} | {tost} | {c['verdict']} | {c['method']} |")
+    return "\n".join(lines)
+
+
+def report_section(groups, measures, metric, diameters, timing_series=None):
+    """The report's front section: the front table, then each claim's comparisons, then the secondary analysis
+    of gossip's network average (where the runs logged it). Returns (markdown lines, {claim: verdict})."""
+    seeds = min((len(rs) for algos in groups.values() for rs in algos.values()), default=0)
+    results = {1: claim_cycle(groups, measures, metric), 2: claim_complete(groups, measures, metric)}
+    if timing_series:
+        results[3] = claim_scaling(timing_series)
+    results[4] = claim_bytes(groups, measures, metric, diameters)
+    results["4c"] = results[4]["fewest"]
+    lines = ["## Verdicts (docs/analysis_plan.md)", ""]
+    if seeds < inference.MIN_SEEDS:
+        lines += [f"**{seeds} seed{'s' * (seeds != 1)} per curve carry no verdict**: the plan needs at least "
+                  f"{inference.MIN_SEEDS} (10 for the primary tests), so every verdict below is inconclusive by rule "
+                  "and the effects are shown only as a check of the pipeline.", ""]
+    lines += [front_table(results, measures), ""]
+    if 3 not in results:
+        lines += ["Claim 3 is judged on the timing-only runs of `analysis/sensitivity.py` (the plan's claim-3 runs), "
+                  "not on these.", ""]
+    for number, title in ((1, "Claim 1: MW-1 vs gossip on the cycle, iterations"),
+                          (2, "Claim 2: the complete graph, iterations"),
+                          (4, "Claim 4: MW-1 vs gossip, bytes"), ("4c", "MW-1 fewest: MW-1 vs MW-R, bytes")):
+        lines += [f"### {title}: **{results[number]['verdict']}**", "", comparison_table(results[number]["comparisons"]), ""]
+        if number == 2:
+            for key, by_measure in results[2]["crossovers"].items():
+                text = "; ".join(f"{measure_name(m)}: " + ("not computable (a censored cell)" if x is None else
+                                 f"{x['r_star']:.1f} [{x['low']:.1f}, {x['high']:.1f}]" + ("" if x["within"] else
+                                                                                          " (outside the R tested)"))
+                                 for m, x in by_measure.items())
+                lines += [f"- R* on {runs_lib.setting_title(key)}: {text}"]
+            lines += [""]
+    averaged = any(r.get("average_curve") is not None for algos in groups.values() for rs in algos.values() for r in rs)
+    if averaged:
+        secondary = claim_cycle(groups, measures, metric, model="network_average")
+        lines += ["### Secondary: claim 1 with gossip's network average (not a verdict)", "",
+                  f"Summary by the claim-1 rule: {secondary['verdict']}.", "", comparison_table(secondary["comparisons"]), ""]
+    return lines, {number: result["verdict"] for number, result in results.items()}

@@ -103,3 +103,28 @@ def test_the_front_table_has_a_row_per_claim_with_the_papers_words():
     groups = groups_of(spec)
     table = verdicts.front_table({1: verdicts.claim_cycle(groups, MEASURES, "test_accuracy")}, MEASURES)
     assert "graphs with large diameters" in table and "to 0.93:" in table and "error area:" in table
+
+
+@pytest.mark.slow
+def test_a_report_from_real_simulated_runs_leads_with_the_plans_verdicts(tmp_path):
+    import torch
+    import simulate
+    from analysis import report
+    torch.set_num_threads(1)  # as simulate.py's main: the nodes compute one after another
+    from core import build_run, config
+    for algorithm in ("mw", "gossip"):
+        for seed in (0, 1):
+            out = tmp_path / "runs" / f"{algorithm}-s{seed}"
+            cfg = config.parse_config(["--nodes", "6", "--graph", "cycle", "--algorithm", algorithm, "--walks", "1",
+                                       "--task", "synthetic", "--synthetic-samples", "600",
+                                       "--max-iterations", "240", "--eval-interval", "0.1", "--seed", str(seed),
+                                       "--partition", "dirichlet", "--alpha", "1", "--eval-network-average", "true",
+                                       "--out", str(out)])
+            simulate.simulate(cfg, build_run.build_run(cfg, 6), verbose=False)
+    runs = runs_lib.find_runs([str(tmp_path / "runs")])
+    found = report.write_report(runs, "test_accuracy", 0.5, str(tmp_path / "report"), "t", "c", targets=[0.4, 0.5])
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert text.index("## Verdicts (docs/analysis_plan.md)") < text.index("## Claims")
+    assert "2 seeds per curve carry no verdict" in text and "graphs with large diameters" in text
+    assert "Secondary: claim 1 with gossip's network average" in text
+    assert found[1] == verdicts.INCONCLUSIVE  # 2 seeds: inconclusive by rule, whatever the numbers
