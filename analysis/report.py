@@ -149,7 +149,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=(), target
     follows as the secondary "previous report" comparison."""
     claims.check_metric(metric)
     groups = runs_lib.group_runs(runs)
-    figures = plots.draw_all(runs, os.path.join(out_dir, "figures"))
+    figures = plots.draw_all(runs, os.path.join(out_dir, "figures"), targets or ())
     diameters = {key: claims.setting_diameter(algos) for key, algos in groups.items()}
     launches = [r["launch"] for r in runs if r["launch"]]
     simulated = all(runs_lib.is_simulated(r) for r in runs)
