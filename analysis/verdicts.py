@@ -313,7 +313,7 @@ def report_section(groups, measures, metric, diameters, timing_series=None):
     results["4c"] = results[4]["fewest"]
     lines = ["## Verdicts (docs/analysis_plan.md)", ""]
     if seeds < inference.MIN_SEEDS:
-        lines += [f"**{seeds} seed{'s' * (seeds != 1)} per curve carry no verdict**: the plan needs at least "
+        lines += [f"**{seeds} seed{'s' * (seeds != 1)} per curve carr{'ies' if seeds == 1 else 'y'} no verdict**: the plan needs at least "
                   f"{inference.MIN_SEEDS} (10 for the primary tests), so every verdict below is inconclusive by rule "
                   "and the effects are shown only as a check of the pipeline.", ""]
     lines += [front_table(results, measures), ""]
