@@ -53,8 +53,9 @@ def mva_throughput(demands, delay, customers):
 
 
 def mw_throughput(P, walks, compute_s, hop_s, visit_delay_s=0.0):
-    """Local updates per second of MW-R for R = 1 .. walks on transition matrix P: [X(1), ..., X(walks)]."""
-    P = np.asarray(P, dtype=float)
+    """Local updates per second of MW-R for R = 1 .. walks on transition matrix P (dense, or graphs.py's
+    sparse one; made dense here: V up to a few thousand): [X(1), ..., X(walks)]."""
+    P = P.toarray() if hasattr(P, "toarray") else np.asarray(P, dtype=float)
     pi = stationary(P)
     moves = float(np.sum(pi * (1 - np.diag(P))))
     return mw_from_shares(pi, moves, walks, compute_s, hop_s, visit_delay_s)
