@@ -65,6 +65,7 @@ config = dict(
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
     virtual_model_bytes=0,    # > 0: the bytes one model transfer counts and takes (ResNet-20: 1089896), whatever the model trained; 0 = its own
+    eval_network_average=False,  # gossip: at every evaluation also the average of the live nodes' models (model "network_average")
     emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies)
     emulate_compute=0.0,     # with emulate_params, real runs: a local update is a sleep of this many seconds
     # fidelity switches (FIDELITY.md): the authors' behaviour by default, the cleaner variant on request

@@ -156,3 +156,19 @@ def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeyp
 def test_jobs_are_for_simulated_presets(capsys):
     assert experiments.main(["cpu", "--jobs", "2"]) == 2
     assert "--jobs 2: preset cpu runs mpirun" in capsys.readouterr().err
+
+
+def test_paper_verdicts_is_the_analysis_plans_grid():
+    preset = experiments.PRESETS["paper_verdicts"]
+    runs = experiments.expand(preset)
+    seeds = {}
+    for run in runs:
+        seeds.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    primary = {name for name, s in seeds.items() if s == set(range(10))}
+    assert primary == {f"{kind}-V20-a{alpha:g}-{algo}" for alpha in (10, 1, 0.1)
+                       for kind, algos in (("cycle", ("mw1", "gossip")),
+                                           ("complete", ("mw1", "mw5", "mw10", "mw15", "gossip"))) for algo in algos}
+    assert all(s == set(range(5)) for name, s in seeds.items() if name not in primary)
+    assert len(runs) == 305 and preset["targets"] == (0.90, 0.93, 0.95)
+    assert all(run["flags"]["eval_network_average"] for run in runs)
+    assert experiments.with_data_dir(preset, "/data")["targets"] == (0.6, 0.7, 0.75)
