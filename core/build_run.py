@@ -1,13 +1,15 @@
 """
 What a config becomes before training: the graph, the data and its partition
 (build_run), and the one-paragraph plan rank 0 prints (plan_text). Identical on
-every rank from the seed alone; main.py and simulate.py both use it. graphs and
-data (torch) are imported here, after the config has been checked.
+every rank from the seed alone; main.py and simulate.py both use it. graphs, data
+and protocols (torch) are imported here, after the flags have been checked; the
+algorithm is checked here, against the protocols' registry.
 """
 import numpy as np
 
 import data
 import graphs
+import protocols
 from core import run_records
 from core.config import ConfigError
 
@@ -24,13 +26,15 @@ def build_run(cfg, num_nodes):
         if not torch.cuda.is_available():
             raise ConfigError("device cuda: this host has no usable CUDA GPU (torch.cuda.is_available() is False); "
                               "use --device auto or cpu")
-    if cfg["algorithm"] == "mw" and cfg["walks"] > num_nodes:
-        raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+    if cfg["algorithm"] not in protocols.PROTOCOLS:  # the registry of algorithms
+        raise ConfigError(f"algorithm {cfg['algorithm']!r} is not one of {', '.join(protocols.PROTOCOLS)}")
+    protocol = protocols.PROTOCOLS[cfg["algorithm"]]
+    protocol.check_run(cfg, num_nodes)
     if len(cfg["failure_times"]) > num_nodes - 1:
         raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
                           f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
-    gossip = graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"]) if cfg["algorithm"] == "gossip" else None
+    gossip = protocol.gossip_split(cfg, graph)
     task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
                                     synthetic_samples=cfg["synthetic_samples"],
                                     synthetic_features=cfg["synthetic_features"],

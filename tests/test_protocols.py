@@ -3,12 +3,9 @@ run the same code. Checked here: deterministic simulation testing of the real pr
 the virtual clock under many randomized schedules; agreement of the two transports on a failure
 run; and a third algorithm added as one protocol, run on both transports."""
 import os
-import sys
 from collections import Counter
 
-import networkx as nx
 import numpy as np
-import pytest
 import torch
 
 from core import algorithms
@@ -58,7 +55,7 @@ def simulate_protocols(cfg, folder):
     os.makedirs(folder, exist_ok=True)
     logs = [EventLog(os.path.join(folder, f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(cfg["nodes"])]
     net = simulate.Network(cfg, run, nodes, logs, clock)
-    simulate.DRIVERS[net.protocols[0].kind](net)
+    simulate.DRIVERS[net.protocols[0].driver](net)
     clock.run(lambda: None, cfg["eval_interval"])
     for log in logs:
         log.close()
@@ -130,15 +127,15 @@ class IndependentWalks(protocols.MultiWalkNode):
         self.aggregator.global_model.copy_(walk.params)
 
 
+protocols.register("independent", IndependentWalks)  # the one line that makes it --algorithm independent
+
+# every MPI rank imports this module, so the registration above runs there too
 LAUNCHER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-import main, protocols
-from core import config
+import main
+import test_protocols  # registers IndependentWalks
 from engine import supervisor
-from test_protocols import IndependentWalks
-protocols.PROTOCOLS["independent"] = IndependentWalks
-config.ALGORITHMS += ("independent",)
 supervisor.supervise_rank()
 sys.exit(main.main(sys.argv[1:]))
 """
@@ -163,15 +160,13 @@ def simulate_run(out, *flags):
     return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
 
 
-def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypatch):
+def test_independent_walks_is_one_protocol_on_both_transports(tmp_path):
     launcher = tmp_path / "independent.py"
     launcher.write_text(LAUNCHER.format(repo=REPO, tests=os.path.join(REPO, "tests")))
     flags = ["--algorithm", "independent", "--walks", "2", "--graph", "er", "--max-iterations", "30",
              "--train-time", "600", "--eval-interval", "600", "--seed", "4"]
     real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240, script=str(launcher))
     assert real.returncode == 0, real.stderr[-2000:]
-    monkeypatch.setitem(protocols.PROTOCOLS, "independent", IndependentWalks)
-    monkeypatch.setattr(config, "ALGORITHMS", config.ALGORITHMS + ("independent",))
     simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
     assert per_walk(tmp_path / "sim") == per_walk(tmp_path / "mpi")
     # the same routes as MW (they depend on the seed alone), but no merge: another final model
