@@ -37,6 +37,7 @@ import time
 import traceback
 
 from core import config
+from core import run_folder
 from core import mpirun_command as mpirun_lib
 from core import run_records as runs_lib
 
@@ -97,7 +98,7 @@ def paper_sim_notes(preset):
         "millisecond of arithmetic on a data-centre GPU; at that size an eager PyTorch step is bound by launching "
         "its ~250 kernels (~15-20 us of dispatch each), 4-5 ms, so tau = 5 steps with batch reads and host-device "
         f"copies take 20-30 ms. The authors' CPU-side augmentation and 10 ms polling could add 5-15 ms more. The same "
-        "25 ms is config.py's default and large_v.py's.",
+        "25 ms is config.py's default and many_nodes.py's.",
         "",
         f"**Bandwidth: {flags['bandwidth'] * 8 / 1e9:g} Gbit/s per link** plus {flags['latency'] * 1e3:g} ms: "
         f"{transfer_ms:.2f} ms per transfer of ResNet-20's {flags['virtual_model_bytes']:,} B (272,474 fp32), which "
@@ -389,6 +390,11 @@ def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
     todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
     simulated = is_simulated(preset)
     error = check_runs(todo, None if simulated else mpirun) if todo else None
+    try:  # the run folder's gate: a folder a live run holds (another grid, a run by hand) is never replaced
+        for run in todo:
+            run_folder.check_not_live(os.path.join(runs_dir, run["name"]))
+    except config.ConfigError as e:
+        error = error or str(e)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
