@@ -115,6 +115,51 @@ def test_randomized_schedules_keep_the_invariants(tmp_path):
     assert min(kinds.values()) > 50  # each algorithm, with and without failures, was exercised
 
 
+def gossip_node(tmp_path, v, **settings):
+    """Node v of the path 0-1-2 with nodes 0 and 2 active, under the authors' coupling."""
+    graph = graphs.build_graph("cycle", 3)
+    graph.remove_edge(0, 2)
+    cfg = dict(config.config, algorithm="gossip", nodes=3, gossip_coupling="authors", gossip_interval=0.0,
+               train_time=100.0, **settings)
+    log = EventLog(str(tmp_path / f"events-rank{v}.jsonl"), lambda: 0.0)
+    return protocols.GossipNode(v, cfg, dict(graph=graph, gossip=(graph, [0, 2])), torch.zeros(4), 16, log)
+
+
+def two_updates(node, now):
+    """Two local updates: the first delta waits for an exchange (pending), the second behind it."""
+    for t in (now, now + 0.1):
+        start = node.begin_update(t)
+        node.after_update(start.model, start.model + 1, 0.5, 0.1, t)
+    return node.begin_update(now + 0.2)
+
+
+def test_the_protocol_says_which_events_free_a_blocked_compute(tmp_path):
+    """A compute blocked behind an unpublished delta goes on exactly after the events that report
+    frees_compute, once each: an exchange started or served, the last active neighbour's notice,
+    the failure that leaves an active node no partner."""
+    passive = gossip_node(tmp_path, 1)
+    assert two_updates(passive, 0.1) is protocols.BLOCKED
+    assert passive.neighbour_over(0, 0.4) is False  # node 2 may still exchange
+    assert passive.passive_average(2, passive.model_to_send(), torch.ones(4), 0.5) is True
+    assert passive.frees_compute(0.5) is False      # reported once
+    assert isinstance(passive.begin_update(0.6), protocols.Start)
+    passive.after_update(torch.zeros(4), torch.ones(4), 0.5, 0.1, 0.6)
+    assert passive.begin_update(0.7) is protocols.BLOCKED
+    assert passive.neighbour_over(2, 0.8) is True   # no exchange can come: it folds its deltas in itself
+    assert isinstance(passive.begin_update(0.8), protocols.Start)
+
+    active = gossip_node(tmp_path, 0)
+    assert two_updates(active, 0.1) is protocols.BLOCKED
+    assert active.next_exchange(0.4) == protocols.Exchange(1, frees_compute=True)
+    assert active.next_exchange(0.5) == protocols.Exchange(1, frees_compute=False)  # not blocked any more
+
+    failing = gossip_node(tmp_path, 2, failure_times=[1.0, 2.0])
+    assert two_updates(failing, 0.1) is protocols.BLOCKED
+    assert failing.pass_failures(1.0) == protocols.Failures([0], frees_compute=False)  # not its partner
+    assert failing.pass_failures(2.0) == protocols.Failures([1], frees_compute=True)   # its only partner
+    assert isinstance(failing.begin_update(2.0), protocols.Start)
+
+
 # -----------------------------------------------------------------------------
 # a third algorithm, as one protocol
 
