@@ -3,9 +3,10 @@ A deterministic discrete-event simulator of Multi-Walk and Asynchronous Gossip:
 V virtual nodes in one process, for graphs and delay models a real cluster (or a
 2-core laptop) cannot run as V MPI ranks.
 
-It runs the SAME rules as the MPI engine (the functions of algorithms.py) and
-writes the same outputs (config.json, events-rank{v}.jsonl, summary.json), so
-plots and reports read simulated and real runs alike. Only time is virtual:
+It drives the SAME protocols as the MPI engine (protocols.py: every rule of an
+algorithm, from a walk's arrival to the end of the run) and writes the same
+outputs (config.json, events-rank{v}.jsonl, summary.json), so plots and reports
+read simulated and real runs alike. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),
