@@ -98,7 +98,7 @@ def test_every_rank_on_its_own_host_and_the_models_cross_the_links(cluster, tmp_
     print(f"{algorithm}: bytes each host's ranks sent / its link carried: {crossed}")
     starts = [e for e in read_events(tmp_path) if e["type"] == "start"]
     assert sorted(e["host"] for e in starts) == cluster.hosts
-    # no rank can wake a rank on another host: each polls (distributed_training.Waker)
+    # no rank can wake a rank on another host: each polls (engine/waker.py)
     assert all(e["waiting"].startswith("sleeps until woken (0 same-host peers can); polls MPI every") for e in starts)
     assert read_summary(tmp_path)["complete"]
     for host, (sent, carried) in crossed.items():

@@ -1,4 +1,4 @@
-"""How idle threads wait (distributed_training.Waker): asleep on their own sockets, woken by a
+"""How idle threads wait (engine/waker.py, Waker): asleep on their own sockets, woken by a
 poke from a rank on the same host or a ring from the rank's other thread. Real mpirun, 3 ranks."""
 import subprocess
 import sys
@@ -10,27 +10,27 @@ from conftest import REPO, start_main
 SCRIPT = textwrap.dedent("""
     import sys, time
     from mpi4py import MPI
-    import distributed_training as dt
+    from engine.waker import COMM, COMPUTE, Waker
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    waker = dt.Waker(comm)
+    waker = Waker(comm)
     assert waker.pokable == {0, 1, 2} - {rank}, waker.pokable
-    assert waker.cap == dt.Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
+    assert waker.cap == Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
     comm.Barrier()
     if rank == 0:
         time.sleep(0.3)
-        waker.poke(1, dt.COMPUTE)           # rank 1's compute thread, not its communication thread
-        waker.ring(dt.COMM)
-        assert waker.wait(5.0, dt.COMM)     # its own ring
-        assert not waker.wait(0.0, dt.COMM)  # answered: nothing left
+        waker.poke(1, COMPUTE)           # rank 1's compute thread, not its communication thread
+        waker.ring(COMM)
+        assert waker.wait(5.0, COMM)     # its own ring
+        assert not waker.wait(0.0, COMM)  # answered: nothing left
     elif rank == 1:
         started = time.monotonic()
-        assert waker.wait(10.0, dt.COMPUTE)
+        assert waker.wait(10.0, COMPUTE)
         woken_after = time.monotonic() - started
         assert 0.2 < woken_after < 9, woken_after  # by the poke, not the timeout
-        assert not waker.wait(0.05, dt.COMM)       # the poke was for the other thread
+        assert not waker.wait(0.05, COMM)       # the poke was for the other thread
     else:
-        assert not waker.wait(0.5, dt.COMPUTE)     # nobody poked rank 2
+        assert not waker.wait(0.5, COMPUTE)     # nobody poked rank 2
     passed = comm.gather(rank)  # one line from rank 0: ranks' separate prints can interleave mid-line
     if rank == 0:
         print("ok", *sorted(passed), flush=True)
