@@ -14,7 +14,9 @@ from core import build_run
 import models
 import simulate
 from core.events import read_events
-from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twin_nodes(cfg, run):

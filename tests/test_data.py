@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-import data as data_module
 from data import (CIFAR_MEAN, CIFAR_STD, DataError, ShardBatches, TASKS, augment_cifar_batch,
                   class_histogram, format_histogram, load_task_data, partition_indices)
+from conftest import CIFAR_IMAGES_PER_BATCH, write_cifar_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGES_PER_BATCH = 20
 
 
 def mean_top_class_share(labels, shards, num_classes):
@@ -102,19 +101,14 @@ def test_unknown_task_names_the_allowed_ones():
     assert TASKS == ("digits", "synthetic", "cifar10", "mnli")
 
 
-def write_cifar_folder(folder, seed=0):
-    """Tiny CIFAR-10 batches in the real on-disk format."""
-    data_module.write_cifar_folder(folder, images_per_batch=IMAGES_PER_BATCH, seed=seed)
-
-
 @pytest.mark.parametrize("subfolder", ["", "cifar-10-batches-py"])
 def test_cifar_loader_reads_the_python_batches(tmp_path, subfolder):
     write_cifar_folder(os.path.join(tmp_path, subfolder) if subfolder else os.path.join(tmp_path, "c"))
     data_dir = str(tmp_path) if subfolder else os.path.join(tmp_path, "c")
     data = load_task_data("cifar10", data_dir=data_dir)
-    assert data.train_x.shape == (5 * IMAGES_PER_BATCH, 3, 32, 32) and data.train_x.dtype == torch.float32
-    assert data.test_x.shape == (IMAGES_PER_BATCH, 3, 32, 32)
-    assert data.train_y.dtype == torch.long and len(data.partition_labels) == 5 * IMAGES_PER_BATCH
+    assert data.train_x.shape == (5 * CIFAR_IMAGES_PER_BATCH, 3, 32, 32) and data.train_x.dtype == torch.float32
+    assert data.test_x.shape == (CIFAR_IMAGES_PER_BATCH, 3, 32, 32)
+    assert data.train_y.dtype == torch.long and len(data.partition_labels) == 5 * CIFAR_IMAGES_PER_BATCH
     with open(os.path.join(tmp_path, subfolder or "c", "data_batch_1"), "rb") as f:
         raw = pickle.load(f, encoding="bytes")
     pixel = raw[b"data"][0].reshape(3, 32, 32)[:, 5, 7] / 255.0

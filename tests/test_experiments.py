@@ -110,6 +110,7 @@ def markdown_rows(text, first_cell_prefix):
             for line in text.splitlines() if line.startswith("| " + first_cell_prefix)]
 
 
+@pytest.mark.mpi
 def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, capsys):
     runs_dir, report_dir = tmp_path / "runs", tmp_path / "report"
     args = ("smoke", "--runs-dir", str(runs_dir), "--report-dir", str(report_dir))

@@ -13,7 +13,6 @@ from core import config
 from core import build_run
 from tasks import mnli
 import models
-from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
 
 PAPER = "configs/paper/"
 ER = PAPER + "erdos_renyi_graph_20_nodes.json"

@@ -288,6 +288,7 @@ def test_hostfile_lines_are_host_colon_slots():
     assert "slots=" in (ROOT / "hostfile").read_text(), "shows the Open MPI form in a comment"
 
 
+@pytest.mark.mpi
 def test_hydra_reads_the_hostfile(tmp_path):
     """MPICH's own mpiexec parses the file (comments included), with the hosts swapped for localhost."""
     mpiexec = shutil.which("mpiexec")

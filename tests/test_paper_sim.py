@@ -15,7 +15,9 @@ from core import config
 import data
 from analysis import experiments
 from core import run_records
-from test_simulate import event_files, one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import event_files, simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = experiments.PRESETS["paper_sim"]

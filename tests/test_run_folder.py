@@ -7,6 +7,8 @@ import pytest
 
 from conftest import read_summary, run_main, start_main
 
+pytestmark = pytest.mark.mpi
+
 TINY = ["--walks", 1, "--max-iterations", 20, "--train-time", 30, "--eval-interval", 30, "--warmup-time", 0]
 
 
