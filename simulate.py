@@ -3,7 +3,7 @@ A deterministic discrete-event simulator of Multi-Walk and Asynchronous Gossip:
 V virtual nodes in one process, for graphs and delay models a real cluster (or a
 2-core laptop) cannot run as V MPI ranks.
 
-It runs the SAME rules as the MPI engine (the functions of algorithms.py) and
+It drives the SAME protocol objects as the MPI engine (protocols.py) and
 writes the same outputs (config.json, events-rank{v}.jsonl, summary.json), so
 plots and reports read simulated and real runs alike. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,

@@ -97,7 +97,7 @@ def paper_sim_notes(preset):
         "millisecond of arithmetic on a data-centre GPU; at that size an eager PyTorch step is bound by launching "
         "its ~250 kernels (~15-20 us of dispatch each), 4-5 ms, so tau = 5 steps with batch reads and host-device "
         f"copies take 20-30 ms. The authors' CPU-side augmentation and 10 ms polling could add 5-15 ms more. The same "
-        "25 ms is config.py's default and large_v.py's.",
+        "25 ms is config.py's default and many_nodes.py's.",
         "",
         f"**Bandwidth: {flags['bandwidth'] * 8 / 1e9:g} Gbit/s per link** plus {flags['latency'] * 1e3:g} ms: "
         f"{transfer_ms:.2f} ms per transfer of ResNet-20's {flags['virtual_model_bytes']:,} B (272,474 fp32), which "

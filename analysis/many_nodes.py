@@ -4,9 +4,9 @@ Erdos-Renyi and complete graphs, on the virtual clock of simulate.py, several
 seeds per run, judged with the intervals and verdict rules of claims.py (the
 ones report.py uses for MPI runs).
 
-    python large_v.py --report reports/large_v.md --figures reports/large_v   # the committed section
-    python large_v.py                  # the same study into runs/large_v/ (report.md, PNGs, results.json)
-    python large_v.py --report-only    # redraw from results.json without simulating
+    python analysis/many_nodes.py --report reports/large_v.md --figures reports/large_v   # the committed section
+    python analysis/many_nodes.py                  # the same study into runs/large_v/ (report.md, PNGs, results.json)
+    python analysis/many_nodes.py --report-only    # redraw from results.json without simulating
 
 Writes the report section (a table per claim), small PNGs and results.json (every
 run's config, summary and evaluated curve) beside it, and the runs' event logs
@@ -124,7 +124,7 @@ def run_job(job, model_bytes):
     from core import build_run
     import simulate
     started = time.process_time()
-    cfg = config.parse_config(run_flags(job, model_bytes), prog="large_v.py")
+    cfg = config.parse_config(run_flags(job, model_bytes), prog="analysis/many_nodes.py")
     simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
     run = runs_lib.read_run(job["out"])
     return dict(run, kind=job["kind"], curve={k: v.tolist() for k, v in run["curve"].items()},
@@ -161,8 +161,8 @@ def write_report(results, report_path, figure_dir, runtime, metric, target):
     rel = os.path.relpath(figure_dir, os.path.dirname(report_path) or ".")
     seeds = sorted({r["config"]["seed"] for r in results})
     lines = ["## Large graphs: the claims at V = 20, 50, 100 (simulated)", "",
-             "Produced by `python large_v.py` on the virtual clock of `simulate.py`, which runs the MPI engine's rules "
-             "(algorithms.py) with simulated time: every local update takes an exponential time of mean "
+             "Produced by `python analysis/many_nodes.py` on the virtual clock of `simulate.py`, which runs the MPI "
+             "engine's protocols (protocols.py) with simulated time: every local update takes an exponential time of mean "
              f"{COMPUTE_MEAN * 1e3:g} ms, every model transfer {TRANSFER_TIME * 1e3:g} ms (ResNet-20's 1.09 MB at "
              "1 Gbit/s; the model trained is the digits MLP, so the study is cheap but compute and communication keep "
              f"the paper's proportions). Digits, tau = 5, constant lr 0.05; gossip back to back (free mode). "
@@ -259,7 +259,7 @@ def main(argv):
     results_path = os.path.join(args.figures, "results.json")
     if args.report_only:
         if not os.path.isfile(results_path):
-            print(f"error: {results_path} does not exist; run large_v.py without --report-only first", file=sys.stderr)
+            print(f"error: {results_path} does not exist; run analysis/many_nodes.py without --report-only first", file=sys.stderr)
             return 2
         try:
             results, runtime = load_results(results_path)

@@ -1,6 +1,6 @@
 """
 Run folders, run names and run launches: the one reader, the one set of labels and
-the one mpirun command line that plots.py, report.py, large_v.py, experiments.py,
+the one mpirun command line that plots.py, report.py, many_nodes.py, experiments.py,
 plot_failures.py and bench.py share.
 
 A run folder holds config.json, summary.json (its "backend" is "mpi" or "sim"),
