@@ -77,7 +77,7 @@ def test_bad_number_is_one_line_and_exit_2_on_every_rank(args, message):
 @pytest.mark.mpi
 def test_bad_flag_is_reported_by_eight_ranks_before_torch(tmp_path):
     """The work before the report is bounded: no rank imports torch (a stand-in torch package first on
-    the path leaves a file per import). The time this takes is in the README, not asserted here."""
+    the path leaves a file per import). The time this takes is in docs/configuration.md, not asserted here."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text(
         f"import os\nopen(os.path.join({str(tmp_path)!r}, f'imported-by-{{os.getpid()}}'), 'w').close()\n"
