@@ -143,7 +143,7 @@ def load_results(path):
     with open(path) as f:
         saved = json.load(f)
     if not all("config" in run for run in saved["results"]):
-        raise ValueError(f"{path} was written by an older large_v.py (one seed, no run configs); rerun the study")
+        raise ValueError(f"{path} was written by an older many_nodes.py (one seed, no run configs); rerun the study")
     for run in saved["results"]:
         run["curve"] = {k: np.array(v, dtype=float) for k, v in run["curve"].items()}
     return saved["results"], saved["runtime"]

@@ -59,6 +59,7 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, mom
                                            atol=momentum_atol or atol)
 
 
+@pytest.mark.slow
 def test_mlp_updates_match_the_sequential_path(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
     run = build_run.build_run(cfg, cfg["nodes"])
@@ -109,6 +110,7 @@ def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path)
 FLOAT_FIELDS = {"loss": 1e-5, "test_loss": 1e-5, "test_accuracy": 0.0}  # absolute tolerances
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_batched_event_logs_equal_the_sequential_ones_up_to_rounding(tmp_path, monkeypatch, algorithm):
     flags = ["--algorithm", algorithm, "--nodes", "8", "--walks", "3", "--task", "digits", "--max-iterations", "200",

@@ -88,6 +88,7 @@ def test_digits_loads_with_fixed_split():
     assert data.augment is None
 
 
+@pytest.mark.slow
 def test_synthetic_loads_standardised():
     data = load_task_data("synthetic", seed=0, synthetic_samples=500, synthetic_features=8, synthetic_classes=3)
     assert data.train_x.shape == (400, 8) and data.test_x.shape == (100, 8)
@@ -215,6 +216,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "data.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_prints_a_histogram():
     result = run_cli("--task", "digits", "--nodes", "8", "--partition", "dirichlet", "--alpha", "0.1", "--seed", "0")
     assert result.returncode == 0, result.stderr
@@ -222,6 +224,7 @@ def test_cli_prints_a_histogram():
     assert lines[1].startswith("node") and len(lines) == 2 + 8
 
 
+@pytest.mark.slow
 def test_cli_bad_alpha_exits_2_with_error():
     result = run_cli("--task", "digits", "--nodes", "8", "--partition", "dirichlet", "--alpha", "-1")
     assert result.returncode == 2

@@ -209,6 +209,7 @@ def test_node_loss_follows_mnli_style(tiny):
     assert masked.loss_fn is mnli.lm_loss
 
 
+@pytest.mark.slow
 def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
     cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
@@ -222,6 +223,7 @@ def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
 
 # ----------------------------------------------------------------------------- 6. BatchNorm recalibration
 
+@pytest.mark.slow
 def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
     cfg = cifar_cfg(bn_recalibrate=3)
     run = cifar_like_run()

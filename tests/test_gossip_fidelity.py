@@ -20,6 +20,7 @@ def per_node(out, kind):
     return counts
 
 
+@pytest.mark.slow
 def test_pacing_bounds_each_active_node_exchange_starts(tmp_path):
     train_time, interval = 2.0, 0.1
     summary = simulate_run(tmp_path, *FLAGS, "--nodes", "8", "--train-time", str(train_time), "--gossip-interval",
@@ -37,6 +38,7 @@ def test_pacing_bounds_each_active_node_exchange_starts(tmp_path):
         assert s["exchanges_per_active_update"] >= s["exchanges_per_update"]
 
 
+@pytest.mark.slow
 def test_authors_coupling_ties_passive_updates_to_served_exchanges(tmp_path):
     """Under the authors' coupling a passive node's compute waits for its delta to be consumed,
     which only a served exchange does: at most two updates ahead of the exchanges it served.

@@ -76,6 +76,7 @@ def test_split_is_over_genres(tiny):
 
 # ----------------------------------------------------------------------------- loss, evaluation, model
 
+@pytest.mark.slow
 def test_padding_does_not_change_the_loss(tiny, model):
     task = tiny["task"]
     i = int((task.train_y != mnli.IGNORE).sum(1).argmin())  # the shortest row: most padding
@@ -93,6 +94,7 @@ def test_padding_does_not_change_the_loss(tiny, model):
     assert torch.allclose(batch, sum(sums) / ((task.train_y[:2] != -100).sum() - 2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_matches_scoring_one_example_at_a_time(tiny, model):
     task = subset_test_split(tiny["task"], 12, seed=0)
     loss, accuracy = mnli.evaluate_mnli(model, task, batch_size=5)

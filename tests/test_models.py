@@ -82,6 +82,7 @@ def test_build_model_is_seeded():
         build_model("resnet", 10)
 
 
+@pytest.mark.slow
 def test_evaluate_returns_sane_values_and_restores_mode():
     model = build_model("cifar10", 10, seed=0)
     x, y = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
@@ -94,6 +95,7 @@ def test_evaluate_returns_sane_values_and_restores_mode():
     assert not model.training
 
 
+@pytest.mark.slow
 def test_mlp_learns_digits():
     data = load_task_data("digits")
     model = build_model("digits", data.num_classes, in_features=data.train_x.shape[1], seed=0)

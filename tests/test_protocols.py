@@ -102,6 +102,7 @@ def log_bytes(folder):
     return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
 
+@pytest.mark.slow
 def test_randomized_schedules_keep_the_invariants(tmp_path):
     """Deterministic simulation testing: 1,000 randomized schedules of the real protocol code; the
     invariants hold after each, and every 10th schedule rerun from its seed gives identical logs."""
