@@ -21,7 +21,6 @@ One seed gives byte-identical event logs (fixed and exponential durations).
     python simulate.py --nodes 100 --algorithm gossip --graph complete --max-iterations 3000 --out runs/sim_gossip
 Every flag of main.py works here; --nodes V is required.
 """
-import glob
 import heapq
 import os
 import sys
@@ -37,6 +36,7 @@ from core import config
 from core import build_run
 import models
 import protocols
+from core import run_folder
 from core import run_records
 from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
@@ -265,10 +265,9 @@ def simulate(cfg, run, verbose=True):
     num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
-    os.makedirs(cfg["out"], exist_ok=True)
-    for path in glob.glob(os.path.join(cfg["out"], "events-rank*.jsonl")):
-        os.remove(path)  # an earlier run here may have had more nodes; read_events would merge its logs in
-    run_records.write_config(cfg)
+    # the run folder's gate: a live run's folder is refused, a finished one's unless --overwrite true
+    out_lock = run_folder.claim(cfg["out"], cfg["overwrite"])
+    run_records.write_config(cfg, "simulated")
     if verbose:
         print(build_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s"
@@ -323,9 +322,10 @@ def simulate(cfg, run, verbose=True):
         torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
     for log in logs:
         log.close()
+    out_lock.close()  # written: the folder is free for the next run
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
-    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
+    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "simulated", net.model_bytes, clock.now,
                                final, average, active_nodes=run["gossip"][1] if run["gossip"] else None,
                                evaluated_node=holder)
 
@@ -351,6 +351,9 @@ def simulate_main(argv):
         torch.set_num_threads(1)
     try:
         simulate(cfg, run)
+    except config.ConfigError as e:  # the run folder's gate refused --out
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     except protocols.Diverged as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -37,6 +37,7 @@ import time
 import traceback
 
 from core import config
+from core import run_folder
 from core import mpirun_command as mpirun_lib
 from core import run_records as runs_lib
 
@@ -389,6 +390,11 @@ def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
     todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
     simulated = is_simulated(preset)
     error = check_runs(todo, None if simulated else mpirun) if todo else None
+    try:  # the run folder's gate: a folder a live run holds (another grid, a run by hand) is never replaced
+        for run in todo:
+            run_folder.check_not_live(os.path.join(runs_dir, run["name"]))
+    except config.ConfigError as e:
+        error = error or str(e)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -4,13 +4,13 @@ Erdos-Renyi and complete graphs, on the virtual clock of simulate.py, several
 seeds per run, judged with the intervals and verdict rules of claims.py (the
 ones report.py uses for MPI runs).
 
-    python analysis/many_nodes.py --report reports/large_v.md --figures reports/large_v   # the committed section
-    python analysis/many_nodes.py                  # the same study into runs/large_v/ (report.md, PNGs, results.json)
+    python analysis/many_nodes.py --report reports/many_nodes.md --figures reports/many_nodes   # the committed section
+    python analysis/many_nodes.py                  # the same study into runs/many_nodes/ (report.md, PNGs, results.json)
     python analysis/many_nodes.py --report-only    # redraw from results.json without simulating
 
 Writes the report section (a table per claim), small PNGs and results.json (every
 run's config, summary and evaluated curve) beside it, and the runs' event logs
-under runs/large_v/runs/.
+under runs/many_nodes/runs/.
 
 Setting: digits, tau = 5, batch 32, constant lr 0.05 (runs are bounded by
 iterations, so no warm-up or decay), Dirichlet non-iid split, compute time
@@ -73,7 +73,8 @@ def run_flags(job, model_bytes):
             "--compute-time-dist", "exponential", "--compute-time-mean", str(COMPUTE_MEAN),
             "--bandwidth", str(model_bytes / TRANSFER_TIME), "--latency", "0", "--gossip-mode", "free",
             # timing jobs run no SGD: a flat model of the MLP's size, so the bytes stay the same
-            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"]]
+            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"],
+            "--overwrite", "true"]  # the study's own run folders: each study replaces the last one's
 
 
 def iteration_rate(job):
@@ -124,7 +125,7 @@ def run_job(job, model_bytes):
     from core import build_run
     import simulate
     started = time.process_time()
-    cfg = config.parse_config(run_flags(job, model_bytes), prog="analysis/many_nodes.py")
+    cfg = config.parse_config(run_flags(job, model_bytes), prog="many_nodes.py")
     simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
     run = runs_lib.read_run(job["out"])
     return dict(run, kind=job["kind"], curve={k: v.tolist() for k, v in run["curve"].items()},
@@ -246,9 +247,9 @@ def draw_curves(results, figure_dir, metric, target):
 
 def main(argv):
     parser = argparse.ArgumentParser(description="Simulate SEMANTICS.md §8's claims at V = 20, 50, 100.")
-    parser.add_argument("--report", default="runs/large_v/report.md", help="the markdown section to write")
-    parser.add_argument("--figures", default="runs/large_v", help="folder of the PNGs and results.json")
-    parser.add_argument("--runs", default="runs/large_v/runs", help="folder of the simulated runs' outputs")
+    parser.add_argument("--report", default="runs/many_nodes/report.md", help="the markdown section to write")
+    parser.add_argument("--figures", default="runs/many_nodes", help="folder of the PNGs and results.json")
+    parser.add_argument("--runs", default="runs/many_nodes/runs", help="folder of the simulated runs' outputs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of every run")
     parser.add_argument("--metric", default=METRIC, choices=runs_lib.METRICS, help="the metric of the target")
     parser.add_argument("--target", type=float, default=TARGET, help="claims 1, 2, 4: the value of --metric to reach")
@@ -259,7 +260,7 @@ def main(argv):
     results_path = os.path.join(args.figures, "results.json")
     if args.report_only:
         if not os.path.isfile(results_path):
-            print(f"error: {results_path} does not exist; run analysis/many_nodes.py without --report-only first", file=sys.stderr)
+            print(f"error: {results_path} does not exist; run many_nodes.py without --report-only first", file=sys.stderr)
             return 2
         try:
             results, runtime = load_results(results_path)

@@ -215,9 +215,9 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
     for key, png in figures.items():
         md += ["", f"### {runs_lib.setting_title(key)} (diameter {diameters[key]})", "",
                f"![{runs_lib.setting_title(key)}](figures/{os.path.basename(png)})"]
-    large_v = os.path.join(REPO, "reports", "large_v.md")
-    if os.path.exists(large_v):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
-        link = os.path.relpath(large_v, out_dir)
+    many_nodes = os.path.join(REPO, "reports", "many_nodes.md")
+    if os.path.exists(many_nodes):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
+        link = os.path.relpath(many_nodes, out_dir)
         md += ["", "## Large graphs (simulated)", "",
                f"The same four claims at V = 20, 50 and 100, on the simulator's virtual clock: [{link}]({link})."]
     md += ["", "## Runs", "",

@@ -86,6 +86,7 @@ MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "stall_timeout")
 # config.json also records the software versions that produced the run (runs.write_config): not config
 SOFTWARE_KEY = "software"
+TRANSPORT_KEY = "transport"  # ... and which transport ran it, "mpi" or "simulated": not config either
 # how a run starts, not what it is: never taken from a resumed run's config.json
 START_KEYS = ("resume", "overwrite")
 # the allowed values of every number (float keys must also be finite; the two lists are checked below)
@@ -205,6 +206,9 @@ def resumed_config(cfg, given):
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} must hold one JSON object of config keys")
     saved.pop(SOFTWARE_KEY, None)
+    if saved.pop(TRANSPORT_KEY, "mpi") != "mpi":
+        raise ConfigError(f"--resume {folder}: {path} is a simulated run's; a simulated run is reproduced from its "
+                          "seed, not resumed")
     for key, value in saved.items():
         if key not in config:
             raise ConfigError(f"{path}: unknown config key {key!r}")

@@ -3,7 +3,7 @@ Run folders, run names and run launches: the one reader, the one set of labels a
 the one mpirun command line that plots.py, report.py, many_nodes.py, experiments.py,
 plot_failures.py and bench.py share.
 
-A run folder holds config.json, summary.json (its "backend" is "mpi" or "sim"),
+A run folder holds config.json and summary.json (both say its "transport": "mpi" or "simulated"),
 events-rank<k>.jsonl (events.py) and, when experiments.py launched it, launch.json.
 """
 import json
@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from core.config import SOFTWARE_KEY
+from core.config import SOFTWARE_KEY, TRANSPORT_KEY
 from core.events import EVAL_METRICS, read_events
 
 # What an eval event may carry; older runs log the test pair only. "Reaching" a target
@@ -90,7 +90,8 @@ def find_runs(paths):
 
 
 def is_simulated(run):
-    return run["summary"].get("backend") == "sim"
+    summary = run["summary"]  # runs written before "transport" said "backend": "sim"
+    return summary.get("transport", summary.get("backend")) in ("simulated", "sim")
 
 
 # -----------------------------------------------------------------------------
@@ -165,10 +166,11 @@ def group_runs(runs):
 # -----------------------------------------------------------------------------
 # launching ranks and recording what ran
 
-def write_config(cfg):
-    """OUT/config.json: the run's config, and under SOFTWARE_KEY the versions that produced it."""
+def write_config(cfg, transport):
+    """OUT/config.json: the run's config, the transport that runs it ("mpi" or "simulated"), and under
+    SOFTWARE_KEY the versions that produced it."""
     with open(os.path.join(cfg["out"], "config.json"), "w") as f:
-        json.dump(dict(cfg, **{SOFTWARE_KEY: software_versions()}), f, indent=2)
+        json.dump(dict(cfg, **{TRANSPORT_KEY: transport, SOFTWARE_KEY: software_versions()}), f, indent=2)
 
 
 def software_versions():

@@ -119,7 +119,7 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
         folder = runs_dir / "paper_sim" / name
         assert run_records.is_complete(folder) and f"{name}: " in out
         summary = run_records.read_json(folder / "summary.json")
-        assert summary["backend"] == "sim" and summary["iterations"] == 60 and summary["model_bytes"] == 1_089_896
+        assert summary["transport"] == "simulated" and summary["iterations"] == 60 and summary["model_bytes"] == 1_089_896
         launch = run_records.read_json(folder / "launch.json")
         assert launch["exit_code"] == 0 and launch["command"].split()[1:4] == [experiments.SIMULATE, "--nodes", "20"]
         assert "--virtual-model-bytes 1089896" in launch["command"]
