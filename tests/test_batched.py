@@ -69,6 +69,7 @@ def test_mlp_updates_match_the_sequential_path(tmp_path):
     assert_same_nodes(*state, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_flushes_run_one_at_a_time_on_the_nodes_bank_rows(tmp_path):
     """Flushes below min_batch go through algorithms.local_update on the node itself; mixed with
     vmapped ones, every node's parameters, momentum and results still equal the sequential path's."""
@@ -91,6 +92,7 @@ def cifar_shaped_run(cfg, samples=48):
     return dict(task_data=task_data, shards=shards)
 
 
+@pytest.mark.slow
 def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path):
     cfg = config.parse_config(["--task", "cifar10", "--data-dir", str(tmp_path), "--nodes", "3", "--tau", "2", "--batch-size", "8",
                              "--out", str(tmp_path)])

@@ -19,9 +19,9 @@ def names(path):
     return [re.split(r"[=<>!~\[; ]", line)[0].lower() for line in lines if line]
 
 
-def imported(pattern):
+def imported(*patterns):
     modules = set()
-    for path in glob.glob(os.path.join(ROOT, pattern)):
+    for path in [path for pattern in patterns for path in glob.glob(os.path.join(ROOT, pattern))]:
         for node in ast.walk(ast.parse(open(path).read())):
             if isinstance(node, ast.Import):
                 modules |= {alias.name.split(".")[0] for alias in node.names}
@@ -31,7 +31,8 @@ def imported(pattern):
 
 
 def test_every_requirement_is_imported_and_nothing_unused_is_required():
-    code, tests = imported("*.py"), imported("tests/*.py")
+    folders = [f"{name}/*.py" for name in os.listdir(ROOT) if os.path.isdir(os.path.join(ROOT, name)) and name != "tests"]
+    code, tests = imported("*.py", *folders), imported("tests/*.py")
     for name in names("requirements.txt"):
         module = MODULES.get(name, name)
         assert module is None or module in code, f"requirements.txt lists {name}, which no module imports"

@@ -128,8 +128,9 @@ def test_partition_is_seeded_and_unknown_ones_are_named():
 def test_cli_prints_statistics_and_at_most_8_nodes():
     import subprocess
     import sys
+    from conftest import REPO
     out = subprocess.run([sys.executable, "data.py", "--nodes", "20", "--alpha", "0.1"], capture_output=True,
-                         text=True, timeout=120, cwd=config.__file__.rsplit("/", 1)[0])
+                         text=True, timeout=120, cwd=REPO)
     lines = out.stdout.strip().splitlines()
     assert "KL from uniform" in lines[0] and "top class" in lines[0]
     assert len(lines) == 1 + 1 + 8 + 1 and lines[-1].startswith("... 12 more nodes")
