@@ -85,7 +85,7 @@ def iteration_rate(job):
         return job["nodes"] / COMPUTE_MEAN
     import graphs
     P = graphs.transition_matrix(graphs.build_graph(job["graph"], job["nodes"], er_p(job["nodes"]), job["seed"]))
-    stay = np.trace(P) / job["nodes"]
+    stay = P.diagonal().sum() / job["nodes"]
     return job["walks"] / (COMPUTE_MEAN + (1 - stay) * TRANSFER_TIME)
 
 

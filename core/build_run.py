@@ -46,8 +46,11 @@ def plan_text(cfg, run):
     stats = graphs.graph_stats(run["graph"], cfg["laziness"])
     what = run_records.algorithm_label(cfg) + (f", {cfg['gossip_coupling']} coupling" if cfg["algorithm"] == "gossip" else "")
     hist = data.class_histogram(run["task_data"].partition_labels, run["shards"], run["task_data"].num_classes)
-    return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, diameter {stats['diameter']}, "
-            f"spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}), task {cfg['task']}, "
+    shape = (f"diameter {stats['diameter']}, spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}"
+             if stats["diameter"] is not None else
+             f"degrees {stats['degree_min']}-{stats['degree_max']}; diameter and spectrum not computed above "
+             f"{graphs.EXACT_STATS_MAX_NODES:,} nodes")
+    return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, {shape}), task {cfg['task']}, "
             f"{cfg['partition']} alpha={cfg['alpha']}, tau={cfg['tau']}, budget {cfg['train_time']:g}s"
             + (f" / {cfg['max_iterations']} iterations" if cfg["max_iterations"] else "")
             + "\n" + shard_classes_text(cfg, hist))
