@@ -1,7 +1,7 @@
 """
 How close the MPI engine gets to the ideal: its overhead, measured end to end.
 
-    python bench.py          # about 16 minutes on 2 cores; a table, then one JSON line of ratios
+    python bench/bench.py    # about 16 minutes on 2 cores; a table, then one JSON line of ratios
 
 - engine efficiency: every local update is a sleep of --compute seconds and the model a flat
   buffer of --params fp32 values (main.py --emulate-compute / --emulate-params). A sleep uses no
@@ -283,7 +283,7 @@ def real_compute_rows(args, model, cifar_dir):
     rows, result, counted = [], {}, []
 
     def computing(ranks):
-        return float(mpirun(ranks, "bench.py", ["--compute-only", "--nodes", str(args.nodes),
+        return float(mpirun(ranks, "bench/bench.py", ["--compute-only", "--nodes", str(args.nodes),
                                                 "--real-time", str(args.real_time), "--trim",
                                                 str(args.trim), "--", *flags, "--walks", "1"],  # walks: any valid
                             args.real_time).split()[-1])
@@ -432,7 +432,7 @@ def main():
     out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
     hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
     counted.append(("MW", out))
-    one_way = float(mpirun(2, "bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
+    one_way = float(mpirun(2, "bench/bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
                                           str(args.hop_time)], args.hop_time).split()[-1])
     rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong",
                  f"{hop / one_way:.3f}", f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B"))
