@@ -36,6 +36,7 @@ from core import config
 from core import build_run
 import models
 import protocols
+import tasks
 from core import run_folder
 from core import run_records
 from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
@@ -86,7 +87,7 @@ class Network:
             clock.at(when, self.log_failures)
         # a measured duration is the wall time of the update itself, so it cannot wait for a batch
         self.batch = (batched.BatchedUpdates(nodes, cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
-                      and all(map(batched.can_batch, nodes)) else None)
+                      and tasks.get(cfg["task"]).batchable and all(map(batched.can_batch, nodes)) else None)
 
     def carry(self, params):
         """A model as a message carries it: a copy in the transfer dtype."""
@@ -294,23 +295,29 @@ def simulate(cfg, run, verbose=True):
             print(progress_line(clock.now, iterations, nbytes, metrics, model, v), flush=True)
         return metrics
 
+    def network_average():
+        """Gossip's network average over the live nodes, as the engine's (theirs is at the end only), and the
+        live node whose BatchNorm statistics evaluate it."""
+        alive = [v for v, protocol in enumerate(net.protocols) if not protocol.failed(clock.now)]
+        return alive[0], torch.stack([net.protocols[v].live for v in alive]).mean(dim=0)
+
     def evaluate_now():
         for v, protocol in enumerate(net.protocols):
             params = protocol.evaluated_model(clock.now)
             if params is not None:
                 evaluate(v, params)
-                return
+                break
+        if cfg["eval_network_average"] and net.protocols[0].kind == "gossip":
+            evaluate(*network_average(), model="network_average")
 
     started = time.perf_counter()
     if verbose:
         print(PROGRESS_HEADER, flush=True)
     clock.run(evaluate_now, cfg["eval_interval"])
     average = None
-    if net.protocols[0].kind == "gossip":  # over the live nodes, as the engine's
-        alive = [v for v, protocol in enumerate(net.protocols) if not protocol.failed(clock.now)]
-        network_average = torch.stack([net.protocols[v].live for v in alive]).mean(dim=0)
-        average = evaluate(alive[0], network_average, model="network_average")
-        holder = alive[0]
+    if net.protocols[0].kind == "gossip":
+        holder, params = network_average()
+        average = evaluate(holder, params, model="network_average")
     else:  # the last node that held the aggregator role
         holder = max(v for v, protocol in enumerate(net.protocols) if protocol.final_model() is not None)
     final_model = net.protocols[holder].final_model()

@@ -439,10 +439,10 @@ def main():
     result["hop_overhead"] = result["hop_over_pingpong"] = round(hop / one_way, 4)  # the second: #15's name
 
     if args.real:
-        import data
+        from tasks import cifar10_files
         cifar_dir = os.path.join(args.out, "cifar-10-batches-py")
         if "resnet20" in args.real:
-            data.write_cifar_folder(cifar_dir, images_per_batch=256, seed=args.seed)
+            cifar10_files.write_cifar_folder(cifar_dir, images_per_batch=256, seed=args.seed)
         for model in args.real:
             model_rows, model_result, model_runs = real_compute_rows(args, model, cifar_dir)
             rows += model_rows

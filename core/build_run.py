@@ -2,12 +2,14 @@
 What a config becomes before training: the graph, the data and its partition
 (build_run), and the one-paragraph plan rank 0 prints (plan_text). Identical on
 every rank from the seed alone; main.py and simulate.py both use it. graphs and
-data (torch) are imported here, after the config has been checked.
+data (torch) are imported here, after the config has been checked; the task's
+record (tasks/) loads its data.
 """
 import numpy as np
 
 import data
 import graphs
+import tasks
 from core import run_records
 from core.config import ConfigError
 
@@ -31,11 +33,7 @@ def build_run(cfg, num_nodes):
                           f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
     gossip = graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"]) if cfg["algorithm"] == "gossip" else None
-    task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
-                                    synthetic_samples=cfg["synthetic_samples"],
-                                    synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"], model_dir=cfg["model_dir"],
-                                    mnli_style=cfg["mnli_style"])
+    task_data = tasks.get(cfg["task"]).load_data(cfg)
     if cfg["eval_samples"]:
         task_data = data.subset_test_split(task_data, cfg["eval_samples"], cfg["seed"])
     shards = data.partition_indices(task_data.partition_labels, num_nodes, cfg["partition"], cfg["alpha"], cfg["seed"])

@@ -41,14 +41,15 @@ def is_complete(path):
         return False
 
 
-def eval_curve(events):
-    """The evaluated model's curve, merged over ranks: for each eval of "node0" logged at rank 0
+def eval_curve(events, model="node0"):
+    """The evaluated model's curve, merged over ranks: for each eval of `model` ("node0", or gossip's
+    "network_average" with --eval-network-average) logged at rank 0
     (after a failure another node evaluates it, still logged at rank 0), its time, the metrics
     every eval carries, and the updates, bytes and compute seconds of all ranks with t <= that time.
     Ranks share one time origin (rank 0's clock, broadcast at start), so the merge is exact."""
     updates = sorted((e["t"], e["duration"]) for e in events if e["type"] == "update")
     transfers = sorted((e["t"], e["bytes"]) for e in events if e["type"] == "transfer")
-    evals = [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
+    evals = [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == model]
     update_t = np.array([t for t, _ in updates], dtype=float)
     update_s = np.cumsum([0.0] + [d for _, d in updates])
     transfer_b = np.cumsum([0] + [b for _, b in transfers])
@@ -70,14 +71,18 @@ def updates_per_s(update_times):
 
 
 def read_run(path):
-    """One run folder: dict(dir, name, config, summary, launch (None if absent), curve, updates_per_s)."""
-    curve, update_times = eval_curve(read_events(path))
+    """One run folder: dict(dir, name, config, summary, launch (None if absent), curve, updates_per_s,
+    average_curve: gossip's network average at every evaluation (--eval-network-average), else None)."""
+    events = read_events(path)
+    curve, update_times = eval_curve(events)
+    average_curve = eval_curve(events, "network_average")[0]
     launch = os.path.join(path, "launch.json")
     return dict(dir=str(path), name=os.path.basename(os.path.normpath(path)),
                 config=read_json(os.path.join(path, "config.json")),
                 summary=read_json(os.path.join(path, "summary.json")),
                 launch=read_json(launch) if os.path.isfile(launch) else None,
-                curve=curve, updates_per_s=updates_per_s(update_times))
+                curve=curve, updates_per_s=updates_per_s(update_times),
+                average_curve=average_curve if len(average_curve["time"]) > 1 else None)  # more than the final one
 
 
 def find_runs(paths):

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-import data
 import simulate
 from core import build_run, config, mpirun_command
 from core.events import read_events
-from tasks import mnli
+from tasks import cifar10_files, multinli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +73,7 @@ def counters_from_events(out_dir):
 
 def write_cifar_folder(folder, seed=0):
     """Tiny CIFAR-10 batches in the real on-disk format."""
-    data.write_cifar_folder(folder, images_per_batch=CIFAR_IMAGES_PER_BATCH, seed=seed)
+    cifar10_files.write_cifar_folder(folder, images_per_batch=CIFAR_IMAGES_PER_BATCH, seed=seed)
 
 
 # ----------------------------------------------------------------------------- the simulator in process
@@ -121,7 +120,7 @@ def tiny_rows(rng, count):
 def write_jsonl(path, rows, unlabeled):
     with open(path, "w") as f:
         for premise, hypothesis, label, genre in rows:
-            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label=mnli.LABEL_WORDS[label],
+            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label=multinli.LABEL_WORDS[label],
                                     genre=genre, pairID="x")) + "\n")
         for premise, hypothesis, genre in unlabeled:  # no annotator majority: must be skipped
             f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label="-", genre=genre)) + "\n")
@@ -171,16 +170,16 @@ def tiny(tmp_path_factory):
     write_jsonl(jsonl_dir / "multinli_1.0_train.jsonl", train, unlabeled)
     write_jsonl(jsonl_dir / "multinli_1.0_dev_matched.jsonl", dev, unlabeled)
     save_dataset_dict(str(root / "hf"), dict(train=train, validation_matched=dev), unlabeled)
-    save_tiny_opt(str(root / "opt"), [mnli.example_text(p, h, y, "") for p, h, y, _ in train])
+    save_tiny_opt(str(root / "opt"), [multinli.example_text(p, h, y, "") for p, h, y, _ in train])
     return dict(root=root, model=str(root / "opt"), hf=str(root / "hf"), jsonl=str(root / "jsonl"),
-                train=train, dev=dev, task=mnli.load_mnli(str(root / "hf"), str(root / "opt")))
+                train=train, dev=dev, task=multinli.load_mnli(str(root / "hf"), str(root / "opt")))
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny):
-    return mnli.load_tokenizer(tiny["model"])
+    return multinli.load_tokenizer(tiny["model"])
 
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    return mnli.load_model(tiny["model"]).eval()
+    return multinli.load_model(tiny["model"]).eval()

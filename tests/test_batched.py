@@ -12,6 +12,7 @@ import data
 from core import config
 from core import build_run
 import models
+from tasks import cifar10_files
 import simulate
 from core.events import read_events
 from conftest import simulate_run
@@ -87,7 +88,7 @@ def cifar_shaped_run(cfg, samples=48):
     images = torch.randn(samples, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (samples,), generator=generator)
     task_data = data.make_task_data(images, labels, images[:8], labels[:8], num_classes=10,
-                                    augment=data.augment_cifar_batch)
+                                    augment=cifar10_files.augment_cifar_batch)
     shards = data.partition_indices(task_data.partition_labels, cfg["nodes"], seed=cfg["seed"])
     return dict(task_data=task_data, shards=shards)
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from data import (CIFAR_MEAN, CIFAR_STD, DataError, ShardBatches, TASKS, augment_cifar_batch,
-                  class_histogram, format_histogram, load_task_data, partition_indices)
+import tasks
+from core import config
+from data import DataError, ShardBatches, class_histogram, format_histogram, partition_indices
+from tasks.cifar10_files import CIFAR_MEAN, CIFAR_STD, augment_cifar_batch
 from conftest import CIFAR_IMAGES_PER_BATCH, write_cifar_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +77,12 @@ def test_histogram_counts_and_table():
     assert len(table) == 3 and "c2" in table[0]
 
 
-# ----------------------------------------------------------------------------- tasks
+# ----------------------------------------------------------------------------- tasks' data
+
+def load_task_data(task, **settings):
+    """The data of `task` (its record's load_data) under the default config with `settings` changed."""
+    return tasks.get(task).load_data(dict(config.config, **settings))
+
 
 def test_digits_loads_with_fixed_split():
     data = load_task_data("digits", seed=5)
@@ -97,9 +104,9 @@ def test_synthetic_loads_standardised():
 
 
 def test_unknown_task_names_the_allowed_ones():
-    with pytest.raises(DataError, match="unknown task 'foo'; allowed: digits, synthetic, cifar10"):
-        load_task_data("foo")
-    assert TASKS == ("digits", "synthetic", "cifar10", "mnli")
+    with pytest.raises(ValueError, match="unknown task 'foo'; allowed: digits, synthetic, cifar10, mnli"):
+        tasks.get("foo")
+    assert tuple(tasks.TASKS) == ("digits", "synthetic", "cifar10", "mnli")
 
 
 @pytest.mark.parametrize("subfolder", ["", "cifar-10-batches-py"])
@@ -138,7 +145,7 @@ def test_cifar_missing_folder_names_its_path(tmp_path):
     with pytest.raises(DataError, match="has no CIFAR-10 batches"):
         load_task_data("cifar10", data_dir=str(tmp_path))  # exists, but empty
     with pytest.raises(DataError, match="needs a data_dir"):
-        load_task_data("cifar10")
+        load_task_data("cifar10", data_dir=None)
 
 
 def test_augment_keeps_shape_is_seeded_and_crops_and_flips():

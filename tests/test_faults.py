@@ -12,6 +12,7 @@ import pytest
 
 import data
 from core.events import EventLog, read_events
+from tasks import cifar10_files
 from conftest import FAST, counters_from_events, read_summary, run_main, start_main, write_cifar_folder
 
 
@@ -204,12 +205,12 @@ def test_mw_killed_late_and_resumed_matches_the_uninterrupted_counters(tmp_path)
 
 def test_cifar_batches_are_unpickled_without_running_code(tmp_path):
     write_cifar_folder(str(tmp_path / "cifar"))
-    images, labels = data.read_cifar_batch(str(tmp_path / "cifar" / "data_batch_1"))
+    images, labels = cifar10_files.read_cifar_batch(str(tmp_path / "cifar" / "data_batch_1"))
     assert images.shape[1:] == (3, 32, 32) and len(labels) == len(images)
     for protocol in (2, 5):  # numpy writes other globals at protocol 5
         path = tmp_path / f"p{protocol}"
         path.write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1, 2]}, protocol=protocol))
-        assert data.read_cifar_batch(str(path))[0].shape == (2, 3, 32, 32)
+        assert cifar10_files.read_cifar_batch(str(path))[0].shape == (2, 3, 32, 32)
     marker = tmp_path / "ran"
 
     class Payload:
@@ -217,5 +218,5 @@ def test_cifar_batches_are_unpickled_without_running_code(tmp_path):
             return (os.system, (f"touch {marker}",))
     (tmp_path / "evil").write_bytes(pickle.dumps({b"data": Payload(), b"labels": []}))
     with pytest.raises(data.DataError, match="names posix.system, which a CIFAR-10 batch never does"):
-        data.read_cifar_batch(str(tmp_path / "evil"))
+        cifar10_files.read_cifar_batch(str(tmp_path / "evil"))
     assert not marker.exists()

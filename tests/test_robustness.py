@@ -223,7 +223,7 @@ BAD_INPUTS = [  # (ranks, arguments or a function of tmp_path that makes them, t
     (2, malformed_graph, "is not valid JSON"),
     (4, ["--graph", "configs/paper/cycle_graph_20_nodes.json"], "has 20 nodes but the run has 4 ranks"),
     (2, truncated_cifar, "data_batch_3 is truncated or not a CIFAR pickle"),
-    (2, model_dir_without_weights, "has no weights (expected model.safetensors or pytorch_model.bin)"),
+    (2, model_dir_without_weights, "has none of model.safetensors, pytorch_model.bin"),
     (2, ["--train-time", "soon"], "--train-time must be float, got 'soon'"),
     (2, resume_with_wrong_type, "config.json: walks must be int, got 'four'"),
     (2, ["--failure-times", "-5"], "failure_times must be >= 0 seconds, got [-5.0]"),

@@ -2,8 +2,10 @@
 exponential-delay scaling laws time(T iterations) = T m / R (MW) and T m / V (gossip)."""
 from collections import Counter
 
+import numpy as np
 import pytest
 
+from core import run_records
 import simulate
 from core.events import read_events
 from conftest import event_files, run_main, simulate_run
@@ -123,3 +125,21 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     assert simulate.simulate_main([*flags, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_network_average_is_evaluated_beside_node_0_without_changing_the_run(tmp_path):
+    flags = ["--algorithm", "gossip", "--nodes", "6", "--graph", "complete", "--task", "synthetic",
+             "--synthetic-samples", "600", "--max-iterations", "120", "--eval-interval", "0.05", "--seed", "2"]
+    simulate_run(tmp_path / "plain", *flags)
+    simulate_run(tmp_path / "both", *flags, "--eval-network-average", "true")
+    plain, both = read_events(tmp_path / "plain"), read_events(tmp_path / "both")
+    averages = [e for e in both if e["type"] == "eval" and e["model"] == "network_average"]
+    node0 = [e for e in both if e["type"] == "eval" and e["model"] == "node0"]
+    assert len(averages) == len(node0) > 3  # one per evaluation, the final one included
+    def without_averages(events):
+        return [e for e in events if e.get("model") != "network_average"]
+    assert without_averages(both) == without_averages(plain)  # the run itself is the same
+    run = run_records.read_run(str(tmp_path / "both"))
+    assert run["average_curve"] is not None and len(run["average_curve"]["time"]) == len(averages)
+    assert not np.allclose(run["average_curve"]["test_accuracy"], run["curve"]["test_accuracy"])
+    assert run_records.read_run(str(tmp_path / "plain"))["average_curve"] is None
