@@ -127,6 +127,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_network_average_is_evaluated_beside_node_0_without_changing_the_run(tmp_path):
     flags = ["--algorithm", "gossip", "--nodes", "6", "--graph", "complete", "--task", "synthetic",
              "--synthetic-samples", "600", "--max-iterations", "120", "--eval-interval", "0.05", "--seed", "2"]
