@@ -1,14 +1,15 @@
 """
 What a config becomes before training: the graph, the data and its partition
 (build_run), and the one-paragraph plan rank 0 prints (plan_text). Identical on
-every rank from the seed alone; main.py and simulate.py both use it. graphs and
-data (torch) are imported here, after the config has been checked; the task's
-record (tasks/) loads its data.
+every rank from the seed alone; main.py and simulate.py both use it. graphs, data and
+protocols (torch) are imported here, after the flags have been checked; the algorithm is checked
+here, against the protocols' registry, and the task's record (tasks/) loads its data.
 """
 import numpy as np
 
 import data
 import graphs
+import protocols
 import tasks
 from core import run_records
 from core.config import ConfigError
@@ -26,13 +27,15 @@ def build_run(cfg, num_nodes):
         if not torch.cuda.is_available():
             raise ConfigError("device cuda: this host has no usable CUDA GPU (torch.cuda.is_available() is False); "
                               "use --device auto or cpu")
-    if cfg["algorithm"] == "mw" and cfg["walks"] > num_nodes:
-        raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+    if cfg["algorithm"] not in protocols.PROTOCOLS:  # the registry of algorithms
+        raise ConfigError(f"algorithm {cfg['algorithm']!r} is not one of {', '.join(protocols.PROTOCOLS)}")
+    protocol = protocols.PROTOCOLS[cfg["algorithm"]]
+    protocol.check_run(cfg, num_nodes)
     if len(cfg["failure_times"]) > num_nodes - 1:
         raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
                           f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
-    gossip = graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"]) if cfg["algorithm"] == "gossip" else None
+    gossip = protocol.gossip_split(cfg, graph)
     task_data = tasks.get(cfg["task"]).load_data(cfg)
     if cfg["eval_samples"]:
         task_data = data.subset_test_split(task_data, cfg["eval_samples"], cfg["seed"])

@@ -19,7 +19,7 @@ import tasks
 # -----------------------------------------------------------------------------
 # every knob of a run, overridden by --key value on the command line
 config = dict(
-    algorithm="mw",          # mw | gossip
+    algorithm="mw",          # mw | gossip: a name in protocols.PROTOCOLS, the registry of algorithms
     walks=4,                 # R, number of concurrent random walks (MW)
     graph="cycle",           # cycle | complete | er | path to a JSON edge list
     er_p=0.3,                # edge probability of the Erdos-Renyi graph
@@ -77,7 +77,6 @@ config = dict(
     eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
 )
 
-ALGORITHMS = ("mw", "gossip")
 PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")
 GOSSIP_MODES = ("free", "per_update")
 GOSSIP_COUPLINGS = ("authors", "immediate")
@@ -267,7 +266,7 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}")
     for key, value in cfg.items():
         _check_type(key, value)
-    _one_of(cfg, "algorithm", ALGORITHMS)
+    # algorithm: build_run checks it against protocols.PROTOCOLS, which imports torch (not imported yet here)
     _one_of(cfg, "task", tuple(tasks.TASKS))
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)

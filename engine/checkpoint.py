@@ -48,9 +48,7 @@ import torch
 from mpi4py import MPI
 
 from core.events import remove_quietly, write_json_atomically
-
-# distinct from distributed_training's tags (1..8)
-TAG_READY, TAG_SAVE, TAG_SAVED, TAG_RESUME = 21, 22, 23, 24
+from engine.wire import TAG_READY, TAG_RESUME, TAG_SAVE, TAG_SAVED
 
 
 class CheckpointError(ValueError):

@@ -1,4 +1,4 @@
-"""How idle threads wait (distributed_training.Waker): asleep on their own sockets, woken by a
+"""How idle threads wait (engine/waker.py, Waker): asleep on their own sockets, woken by a
 poke from a rank on the same host or a ring from the rank's other thread. Real mpirun, 3 ranks."""
 import subprocess
 import textwrap
@@ -12,24 +12,24 @@ pytestmark = pytest.mark.mpi
 
 SCRIPT = textwrap.dedent("""
     from mpi4py import MPI
-    import distributed_training as dt
+    from engine.waker import COMM, COMPUTE, Waker
     comm = MPI.COMM_WORLD
     rank = comm.Get_rank()
-    waker = dt.Waker(comm)
+    waker = Waker(comm)
     assert waker.pokable == {0, 1, 2} - {rank}, waker.pokable
-    assert waker.cap == dt.Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
-    assert not waker.wait(0.0, dt.COMPUTE) and not waker.wait(0.0, dt.COMM)  # nothing pending before the pokes
+    assert waker.cap == Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
+    assert not waker.wait(0.0, COMPUTE) and not waker.wait(0.0, COMM)  # nothing pending before the pokes
     comm.Barrier()
     if rank == 0:
-        waker.poke(1, dt.COMPUTE)           # rank 1's compute thread, not its communication thread
-        waker.ring(dt.COMM)
-        assert waker.wait(60.0, dt.COMM)    # its own ring (the deadline only catches a hang)
-        assert not waker.wait(0.0, dt.COMM)  # answered: nothing left
+        waker.poke(1, COMPUTE)           # rank 1's compute thread, not its communication thread
+        waker.ring(COMM)
+        assert waker.wait(60.0, COMM)    # its own ring (the deadline only catches a hang)
+        assert not waker.wait(0.0, COMM)  # answered: nothing left
     elif rank == 1:
-        assert waker.wait(60.0, dt.COMPUTE)  # True: woken by the poke (a timeout answers False)
+        assert waker.wait(60.0, COMPUTE)  # True: woken by the poke (a timeout answers False)
     comm.Barrier()  # every poke is written (datagrams on this host arrive at once): what is pending now stays
     if rank != 0:  # rank 1's poke was for its compute thread alone (answered above); nobody poked rank 2
-        assert not waker.wait(0.0, dt.COMPUTE) and not waker.wait(0.0, dt.COMM)
+        assert not waker.wait(0.0, COMPUTE) and not waker.wait(0.0, COMM)
     passed = comm.gather(rank)  # one line from rank 0: ranks' separate prints can interleave mid-line
     if rank == 0:
         print("ok", *sorted(passed), flush=True)
