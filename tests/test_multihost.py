@@ -1,10 +1,10 @@
 """The multi-node path for real: mpirun over SSH and TCP across hosts that are network namespaces
 of this machine (deploy/local_cluster.py), with shaped links and network faults.
 
-Not slow (the CI-short set, about 2 minutes): 3 hosts, one MW and one gossip run whose models are
+In the default run (the CI-short set; about 3 minutes on 2 busy cores): 3 hosts, one MW and one gossip run whose models are
 shown to cross the links (tc counters), a host's link taken down mid-run, and the rig's tear-down
-on an interrupt and of a dead rig's leftovers. Slow: a partition, a killed proxy or sshd session,
-a 1 Mbit/s link, and a checkpointed run resumed once the link is back.
+on an interrupt and of a dead rig's leftovers. A partition, a killed proxy or sshd session,
+a 1 Mbit/s link, and a checkpointed run resumed once the link is back are `long` (left out by default).
 Skips, saying why, where namespaces cannot be made (not root, no iproute2, no sshd).
 """
 import json
@@ -17,11 +17,10 @@ import time
 
 import pytest
 
-from conftest import REPO, read_summary
+from conftest import REPO, counters_from_events, read_summary
 from core import mpirun_command
 from core.events import read_events
 from deploy import local_cluster
-from test_engine import counters_from_events
 
 pytestmark = [pytest.mark.multihost, pytest.mark.mpi]
 
@@ -165,9 +164,9 @@ def test_a_dead_rigs_leftovers_are_swept():
         local_cluster.destroy(tag)
 
 
-# ----------------------------------------------------------------------------- slow: more faults
+# ----------------------------------------------------------------------------- long: more faults
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_partition_ends_a_gossip_job_naming_a_rank_on_the_other_side(cluster, tmp_path):
     job = start_job(cluster, ["--algorithm", "gossip", "--train-time", "120", "--stall-timeout", STALL,
                               "--out", tmp_path, *QUICK])
@@ -187,7 +186,7 @@ def test_a_partition_ends_a_gossip_job_naming_a_rank_on_the_other_side(cluster, 
     assert read_summary(tmp_path)["complete"] is False
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_killed_proxy_ends_the_job_naming_its_rank(cluster, tmp_path):
     job = start_job(cluster, ["--walks", "2", "--train-time", "120", "--stall-timeout", STALL, "--out", tmp_path,
                               *QUICK])
@@ -208,7 +207,7 @@ def test_a_killed_proxy_ends_the_job_naming_its_rank(cluster, tmp_path):
     assert read_summary(tmp_path)["complete"] is False
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_killed_ssh_session_leaves_the_job_running_to_its_end(cluster, tmp_path):
     """Ranks talk to each other and to mpiexec over their own TCP connections, not through ssh:
     the session's death (its proxy survives it) costs only the host's output."""
@@ -227,7 +226,7 @@ def test_a_killed_ssh_session_leaves_the_job_running_to_its_end(cluster, tmp_pat
     assert read_summary(tmp_path)["complete"]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_crawling_link_is_not_a_fault(cluster, tmp_path):
     """1 Mbit/s: a model of 38 KB takes 0.3 s a hop; the job carries on and ends normally."""
     cluster.shape("1mbit", hosts=[2])
@@ -243,7 +242,7 @@ def test_a_crawling_link_is_not_a_fault(cluster, tmp_path):
     assert crossed["host2"][1] >= crossed["host2"][0] > 0
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_a_run_cut_off_resumes_once_the_link_is_back_with_the_uninterrupted_counters(cluster, tmp_path):
     budget = 300
