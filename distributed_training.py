@@ -40,6 +40,7 @@ import models
 import protocols
 from engine import supervisor
 from engine.agreement import polite_barrier
+from simulation.engine_timing import mw_visit_delay
 from core.events import (EVAL_METRICS, PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary,
                     write_summary)
 
@@ -595,6 +596,7 @@ def run_walks(rank):
     # idle, it looks for walks itself; one from another host is found by the communication thread, which rings
     backoff = Backoff(rank.waker, rank.clock, COMPUTE, cap=Waker.CHORES_CAP)
     comm_thread = rank.start_communication(walk_communication, retired_here, pool)
+    visit_delay = mw_visit_delay(rank.cfg)  # 0 unless --mw-visit-delay authors: their polls' cost per visit
     while not stop.is_set():
         if ckpt.due():
             ckpt.pause(stop)  # walks arriving meanwhile stay parked in the protocol's queue
@@ -612,6 +614,8 @@ def run_walks(rank):
         action, walk, detail = step
         if action == protocols.COMPUTE:
             loss, duration = rank.local_update(walk.params, detail)
+            if visit_delay:
+                time.sleep(visit_delay)
             with rank.lock:
                 step = protocol.after_update(walk, loss, duration, rank.clock())
             if step is None:  # it stays here
