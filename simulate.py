@@ -235,7 +235,8 @@ class GossipDriver:
                 net.clock.at(detail, self.next_exchange, v)
         else:
             self.exchanging[v] = True
-            net.clock.after(net.transfer_time, self.receive_request, detail, v, net.carry(protocol.model_to_send()))
+            net.clock.after(net.timing.handoff() + net.transfer_time, self.receive_request, detail, v,
+                            net.carry(protocol.model_to_send()))
             self.unblock(v)
 
     def neighbour_over(self, p, v):

@@ -30,14 +30,15 @@ the simulator's predictions to those measurements within 10%.
 """
 
 # seconds; each fitted to reports/timing_calibration.json (the fit is in FIDELITY.md's timing table)
-POLL = 0.0105            # one pass of a sleep(0.01) poll loop: the sleep, its overshoot, the loop's own checks
-HANDOFF = 0.0012         # one model hand-off between two of their processes (pack, copies, loopback gloo)
-UPDATE_OVERHEAD = 0.0015  # the copies around one local update (model in from shared memory, model or delta out)
+POLL = 0.0113            # one pass of a sleep(0.01) poll loop: the sleep, its overshoot, the loop's own checks
+HANDOFF = 0.0015         # one model hand-off between two of their processes (pack, copies, loopback gloo)
+UPDATE_OVERHEAD = 0.0010  # the copies around one local update (model in from shared memory, model or delta out)
 
 # what these make of one exchange of an active node whose passive neighbour is idle: three poll
-# waits (the passive's pick-up, its reply, the active's return), each POLL / 2 on average, and two
-# hand-offs. The MPI engine's default gossip pacing (config gossip_pacing "authors").
-AUTHORS_EXCHANGE_CYCLE = 1.5 * POLL + 2 * HANDOFF
+# waits (the passive's pick-up, its reply, the active's return), each POLL / 2 on average, and three
+# hand-offs (the request, the reply, the active's averaging). The MPI engine's default gossip pacing
+# (config gossip_pacing "authors").
+AUTHORS_EXCHANGE_CYCLE = 1.5 * POLL + 3 * HANDOFF
 # what a visit costs in their engine beyond an ideal one's update and transfer: two poll waits and
 # a hand-off. The MPI engine adds it per visit with --mw-visit-delay authors.
 AUTHORS_VISIT_DELAY = POLL + HANDOFF
