@@ -160,7 +160,7 @@ class WalkDriver:
             else:  # COMPUTE, seen at the end; v serves one walk at a time, so nothing else touches its state
                 outcome, duration = net.update(v, walk.params, detail)
                 self.busy[v] = True
-                net.clock.after(pickup + duration + net.timing.update_overhead(), self.finish_visit, v, walk, outcome, duration)
+                net.clock.after(pickup + duration + net.timing.visit_overhead(), self.finish_visit, v, walk, outcome, duration)
                 return
 
     def finish_visit(self, v, walk, outcome, duration):
@@ -168,7 +168,7 @@ class WalkDriver:
         self.busy[v] = False
         step = net.protocols[v].after_update(walk, net.loss(outcome), duration, net.clock.now)
         if step is not None:
-            leave = net.timing.poll(v) + net.timing.handoff()
+            leave = net.timing.poll(v) + net.timing.walk_handoff()
             net.clock.after(leave + net.transfer_time, self.arrive, step[2], step[1])
         self.serve(v)
 
@@ -207,7 +207,7 @@ class GossipDriver:
         before, lr = start
         after = before.clone()
         outcome, duration = net.update(v, after, lr)
-        net.clock.after(duration + net.timing.update_overhead(), self.finish_update, v, before, after, outcome, duration)
+        net.clock.after(duration + net.timing.gossip_update_overhead(), self.finish_update, v, before, after, outcome, duration)
 
     def finish_update(self, v, before, after, outcome, duration):
         self.net.protocols[v].after_update(before, after, self.net.loss(outcome), duration, self.net.clock.now)
@@ -235,7 +235,7 @@ class GossipDriver:
                 net.clock.at(detail, self.next_exchange, v)
         else:
             self.exchanging[v] = True
-            net.clock.after(net.timing.handoff() + net.transfer_time, self.receive_request, detail, v,
+            net.clock.after(net.timing.exchange_handoff() + net.transfer_time, self.receive_request, detail, v,
                             net.carry(protocol.model_to_send()))
             self.unblock(v)
 
@@ -254,7 +254,7 @@ class GossipDriver:
         self.serving[p] = True
         reply = self.net.carry(self.net.protocols[p].model_to_send())
         timing = self.net.timing
-        self.net.clock.after(timing.poll(p) + timing.handoff() + self.net.transfer_time, self.finish_exchange,
+        self.net.clock.after(timing.poll(p) + timing.exchange_handoff() + self.net.transfer_time, self.finish_exchange,
                              p, v, received, reply)
 
     def finish_exchange(self, p, v, sent_by_v, sent_by_p):
@@ -262,7 +262,7 @@ class GossipDriver:
         self.net.protocols[v].active_average(p, sent_by_v, sent_by_p)
         timing, clock = self.net.timing, self.net.clock
         timing.later(clock, timing.poll(p), self.passive_free, p)  # its receive process polls for the send's end
-        timing.later(clock, timing.poll(v) + timing.handoff(), self.active_free, v)  # its send process polls for the reply
+        timing.later(clock, timing.poll(v) + timing.exchange_handoff(), self.active_free, v)  # its send process polls for the reply
 
     def passive_free(self, p):
         self.serving[p] = False

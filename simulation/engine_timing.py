@@ -19,29 +19,34 @@ sleeping process's period, so every wait for one is uniform in [0, POLL):
   so active nodes sharing a passive neighbour queue there. A compute whose last delta no exchange
   has consumed yet polls until one has.
 Around every local update their compute process copies the model in and out of shared memory
-(UPDATE_OVERHEAD); each model hand-off between processes costs HANDOFF on top of the polls (pack,
-shared-memory copies, the loopback transfer of the calibration host: on a real network the
-simulator's bytes / bandwidth + latency is the transfer).
+(VISIT_OVERHEAD for MW; GOSSIP_UPDATE_OVERHEAD for gossip, whose compute also builds its start from
+shared model + slot, clones it and writes the delta out); each model hand-off between processes costs
+HANDOFF (MW) or EXCHANGE_HANDOFF (gossip: pack, averaging and copies into 65 shared arrays, by three
+processes per node that share the cores with the polls) on top of the polls; on a real network the
+simulator adds bytes / bandwidth + latency for the transfer itself.
 
-Calibration: the authors' engine run unmodified at 243deadf on this project's 2-core machine,
-V = 8 cycle, emulated updates (sleep + an add over ResNet-20's 272,474 fp32), 25 ms and 100 ms
-(reports/timing_calibration.json, FIDELITY.md's timing table); tests/test_engine_timing.py holds
-the simulator's predictions to those measurements within 10%.
+Calibration: their engine run unmodified at 243deadf on this project's 2-core machine by a harness
+outside the repository, V = 8 cycle, emulated updates (a sleep + an add over ResNet-20's 272,474
+fp32), 25 ms and 100 ms (reports/timing_calibration.json, FIDELITY.md's timing table).
+tests/test_engine_timing.py holds the simulator's predictions to the calibration rows within 10%.
+The constants describe their engine on this machine at load 5-8, where their ~25 processes per
+8-node job share 2 cores: on the authors' many-core GPU hosts the hand-offs are likely shorter.
 """
 
-# seconds; each fitted to reports/timing_calibration.json (the fit is in FIDELITY.md's timing table)
-POLL = 0.0113            # one pass of a sleep(0.01) poll loop: the sleep, its overshoot, the loop's own checks
-HANDOFF = 0.0015         # one model hand-off between two of their processes (pack, copies, loopback gloo)
-UPDATE_OVERHEAD = 0.0010  # the copies around one local update (model in from shared memory, model or delta out)
+# seconds, fitted to reports/timing_calibration.json's calibration rows (FIDELITY.md says which row fits which)
+POLL = 0.0113                 # one pass of a sleep(0.01) poll loop: the sleep, its overshoot, the loop's checks
+HANDOFF = 0.0015              # MW: the walk's model handed from compute to communication process and sent on
+VISIT_OVERHEAD = 0.0046       # MW: the copies around one visit's update (queue slot in and out, merge at node 0)
+EXCHANGE_HANDOFF = 0.016      # gossip: one of an exchange's three model hand-offs (request, reply, the active's averaging)
+GOSSIP_UPDATE_OVERHEAD = 0.016  # gossip: the copies and slot scans around one local update
 
 # what these make of one exchange of an active node whose passive neighbour is idle: three poll
 # waits (the passive's pick-up, its reply, the active's return), each POLL / 2 on average, and three
-# hand-offs (the request, the reply, the active's averaging). The MPI engine's default gossip pacing
-# (config gossip_pacing "authors").
-AUTHORS_EXCHANGE_CYCLE = 1.5 * POLL + 3 * HANDOFF
-# what a visit costs in their engine beyond an ideal one's update and transfer: two poll waits and
-# a hand-off. The MPI engine adds it per visit with --mw-visit-delay authors.
-AUTHORS_VISIT_DELAY = POLL + HANDOFF
+# hand-offs. The MPI engine's default gossip pacing (config gossip_pacing "authors").
+AUTHORS_EXCHANGE_CYCLE = 1.5 * POLL + 3 * EXCHANGE_HANDOFF
+# what a visit costs in their engine beyond an ideal one's update and transfer: two poll waits
+# (POLL / 2 each), the copies and a hand-off. The MPI engine adds it with --mw-visit-delay authors.
+AUTHORS_VISIT_DELAY = POLL + VISIT_OVERHEAD + HANDOFF
 TIMINGS = ("authors", "ideal")
 
 
@@ -73,11 +78,17 @@ class EngineTiming:
         """How long a poll of node v's takes to find an event that just happened."""
         return float(self.rngs[v].uniform(0.0, POLL)) if self.authors else 0.0
 
-    def update_overhead(self):
-        return UPDATE_OVERHEAD if self.authors else 0.0
+    def visit_overhead(self):
+        return VISIT_OVERHEAD if self.authors else 0.0
 
-    def handoff(self):
+    def gossip_update_overhead(self):
+        return GOSSIP_UPDATE_OVERHEAD if self.authors else 0.0
+
+    def walk_handoff(self):
         return HANDOFF if self.authors else 0.0
+
+    def exchange_handoff(self):
+        return EXCHANGE_HANDOFF if self.authors else 0.0
 
     def later(self, clock, delay, action, *args):
         """action(*args) after `delay` (authors), or now, with no event of its own (ideal)."""
