@@ -1,9 +1,6 @@
 """
-Datasets, the non-iid split into V equal node shards, and per-node batch streams.
-
-Tasks: digits (sklearn, bundled, offline), synthetic (sklearn make_classification),
-cifar10 (the standard python pickle batches, read from disk; no torchvision) and
-mnli (MultiNLI tokenized for a local OPT checkpoint; its loader is mnli.py).
+What every task's data is (TaskData), the non-iid split into V equal node shards, and
+per-node batch streams. How each task loads its data is its record's (tasks/).
 
     python data.py --task digits --nodes 8 --partition dirichlet --alpha 0.1 --seed 0
 prints how non-iid the split is (partition_stats) and the class histogram of the nodes' shards.
@@ -11,8 +8,6 @@ prints how non-iid the split is (partition_stats) and the class histogram of the
 
 import argparse
 import dataclasses
-import os
-import pickle
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -20,17 +15,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-TASKS = ("digits", "synthetic", "cifar10", "mnli")
 PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")  # the first is the authors' partitioner
 AUXILIARY_WORKERS = 10  # the authors' partitioner balances groups of this many nodes
 CLI_NODES_SHOWN = 8  # histogram rows the CLI prints unless --all-nodes
 MAX_DIRICHLET_DRAWS = 10_000  # redraws of one group before a split is called impossible
-
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR_TEST_FILE = "test_batch"
-CIFAR_PAD = 4
 
 
 class DataError(ValueError):
@@ -48,38 +36,7 @@ class TaskData:
     augment: Optional[Callable[[torch.Tensor, torch.Generator], torch.Tensor]] = None
 
 
-# ----------------------------------------------------------------------------- tasks
-
-def load_digits_data():
-    # read scikit-learn's bundled copy directly: importing sklearn costs every rank a second
-    import importlib.util
-    sklearn_dir = importlib.util.find_spec("sklearn").submodule_search_locations[0]
-    table = np.loadtxt(os.path.join(sklearn_dir, "datasets", "data", "digits.csv.gz"), delimiter=",")
-    x, y = (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)  # pixels are 0..16
-    # stratified 20% test split, a property of the dataset, not of the run seed
-    rng = np.random.default_rng(0)
-    test = np.zeros(len(y), dtype=bool)
-    for c in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == c))
-        test[members[:round(0.2 * len(members))]] = True
-    return make_task_data(x[~test], y[~test], x[test], y[test], num_classes=10)
-
-
-def load_synthetic_data(seed, samples, features, classes):
-    from sklearn.datasets import make_classification
-    from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
-    try:
-        x, y = make_classification(n_samples=samples, n_features=features, n_informative=max(2, features // 2),
-                                   n_redundant=0, n_classes=classes, random_state=seed)
-        train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
-    except ValueError as e:
-        raise DataError(f"synthetic task with samples={samples} features={features} classes={classes} "
-                        f"is impossible: {e}".replace("\n", " ")) from None
-    scaler = StandardScaler().fit(train_x)  # statistics of the train split only
-    return make_task_data(scaler.transform(train_x).astype(np.float32), train_y,
-                          scaler.transform(test_x).astype(np.float32), test_y, num_classes=classes)
-
+# ----------------------------------------------------------------------------- task data
 
 def make_task_data(train_x, train_y, test_x, test_y, num_classes, augment=None):
     return TaskData(train_x=torch.as_tensor(train_x, dtype=torch.float32),
@@ -88,124 +45,6 @@ def make_task_data(train_x, train_y, test_x, test_y, num_classes, augment=None):
                     test_y=torch.as_tensor(test_y, dtype=torch.long),
                     num_classes=num_classes, partition_labels=np.asarray(train_y, dtype=np.int64),
                     augment=augment)
-
-
-def find_cifar_dir(data_dir):
-    """data_dir itself or data_dir/cifar-10-batches-py, whichever holds the batches."""
-    for candidate in (data_dir, os.path.join(data_dir, "cifar-10-batches-py")):
-        if all(os.path.isfile(os.path.join(candidate, f)) for f in CIFAR_TRAIN_FILES + (CIFAR_TEST_FILE,)):
-            return candidate
-    raise DataError(f"data_dir {data_dir} has no CIFAR-10 batches (expected data_batch_1..5 and test_batch "
-                    f"from cifar-10-python.tar.gz, or its cifar-10-batches-py folder)")
-
-
-def restricted_unpickle(path):
-    """A CIFAR-10 batch pickle, unpickled without running code: only numpy arrays, and plain
-    dicts, lists, bytes and numbers (pickle.load would call whatever the file names)."""
-    # numpy's array and dtype reconstruction (numpy < 2 wrote numpy.core, numpy >= 2 numpy._core),
-    # and the latin-1 bytes of pickle protocol 2
-    allowed = {(f"{core}.{module}", name) for core in ("numpy.core", "numpy._core")
-               for module, name in (("multiarray", "_reconstruct"), ("numeric", "_frombuffer"))}
-    allowed |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-
-    class CifarUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if (module, name) not in allowed:
-                raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR-10 batch never does")
-            return super().find_class(module, name)
-
-    with open(path, "rb") as f:
-        return CifarUnpickler(f, encoding="bytes").load()
-
-
-def read_cifar_batch(path):
-    """(uint8 images (n, 3, 32, 32), int64 labels (n,)) from one CIFAR python pickle."""
-    try:
-        batch = restricted_unpickle(path)
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-            raise ValueError(f"b'data' has shape {data.shape} and b'labels' has {len(labels)} entries; "
-                             f"expected (n, 3072) and n")
-    except Exception as e:  # truncated pickle, wrong keys, wrong shapes: all the same fault for the user
-        reason = f"{type(e).__name__}: {e}".replace("\n", " ")
-        raise DataError(f"CIFAR-10 file {path} is truncated or not a CIFAR pickle: {reason}") from None
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def normalize_cifar(images_uint8):
-    x = torch.from_numpy(images_uint8).float().div_(255.0)
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)
-
-
-def augment_cifar_batch(batch_x, generator):
-    """Random 32x32 crop from the image zero-padded by 4, then a random horizontal flip.
-
-    batch_x is already normalised, so the padding uses each channel's normalised
-    value of a black pixel, (0 - mean) / std: the same as padding before normalising.
-    Random draws come from `generator` (CPU), so a seed gives the same augmentation.
-    """
-    n, channels, height, width = batch_x.shape
-    pad_value = -torch.tensor(CIFAR_MEAN) / torch.tensor(CIFAR_STD)
-    padded = pad_value.to(batch_x).view(1, channels, 1, 1).repeat(n, 1, height + 2 * CIFAR_PAD,
-                                                                  width + 2 * CIFAR_PAD)
-    padded[:, :, CIFAR_PAD:CIFAR_PAD + height, CIFAR_PAD:CIFAR_PAD + width] = batch_x
-    top = torch.randint(0, 2 * CIFAR_PAD + 1, (n,), generator=generator).to(batch_x.device)
-    left = torch.randint(0, 2 * CIFAR_PAD + 1, (n,), generator=generator).to(batch_x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(batch_x.device)
-    rows = top[:, None] + torch.arange(height, device=batch_x.device)  # (n, height)
-    cols = left[:, None] + torch.arange(width, device=batch_x.device)  # (n, width)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)  # a flip is a reversed column order
-    images = torch.arange(n, device=batch_x.device)[:, None, None, None]
-    chans = torch.arange(channels, device=batch_x.device)[None, :, None, None]
-    return padded[images, chans, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def write_cifar_folder(folder, images_per_batch=64, seed=0):
-    """Random CIFAR-10 batches in the real on-disk format (pickled dicts with bytes keys): what the
-    tests, bench_sim.py and scripts/gpu_check.sh read where the real data set is not at hand."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"batch_label": name.encode(),
-                 b"data": rng.integers(0, 256, size=(images_per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, size=images_per_batch).tolist()}
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump(batch, f)
-
-
-def load_cifar10_data(data_dir):
-    if data_dir is None:
-        raise DataError("task cifar10 needs a data_dir holding the CIFAR-10 python batches (cifar-10-batches-py)")
-    if not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} is not a directory; expected the CIFAR-10 python batches folder")
-    folder = find_cifar_dir(data_dir)
-    train = [read_cifar_batch(os.path.join(folder, f)) for f in CIFAR_TRAIN_FILES]
-    test_images, test_labels = read_cifar_batch(os.path.join(folder, CIFAR_TEST_FILE))
-    train_labels = np.concatenate([labels for _, labels in train])
-    for labels in (train_labels, test_labels):
-        if labels.min() < 0 or labels.max() > 9:
-            raise DataError(f"CIFAR-10 labels in {folder} range over {labels.min()}..{labels.max()}; allowed 0..9")
-    return TaskData(train_x=normalize_cifar(np.concatenate([images for images, _ in train])),
-                    train_y=torch.from_numpy(train_labels),
-                    test_x=normalize_cifar(test_images), test_y=torch.from_numpy(test_labels),
-                    num_classes=10, partition_labels=train_labels, augment=augment_cifar_batch)
-
-
-def load_task_data(task, data_dir=None, seed=0, synthetic_samples=4000, synthetic_features=32,
-                   synthetic_classes=10, model_dir=None, mnli_style="authors"):
-    if task == "digits":
-        return load_digits_data()
-    if task == "synthetic":
-        return load_synthetic_data(seed, synthetic_samples, synthetic_features, synthetic_classes)
-    if task == "cifar10":
-        return load_cifar10_data(data_dir)
-    if task == "mnli":
-        from tasks import mnli  # transformers is slow to import: only for this task
-        return mnli.load_mnli(data_dir, model_dir, style=mnli_style)
-    raise DataError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
 
 
 def subset_test_split(task_data, count, seed):
@@ -397,8 +236,10 @@ class ShardBatches:
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv=None):
+    import tasks
+    from core.config import config
     parser = argparse.ArgumentParser(description="Print every node's class histogram for a data split.")
-    parser.add_argument("--task", default="digits", help=f"one of {', '.join(TASKS)}")
+    parser.add_argument("--task", default="digits", help=f"one of {', '.join(tasks.TASKS)}")
     parser.add_argument("--data-dir", default=None, help="folder with the CIFAR-10 python batches or MultiNLI")
     parser.add_argument("--model-dir", default=None, help="local OPT checkpoint (task mnli)")
     parser.add_argument("--nodes", type=int, default=20)
@@ -408,9 +249,11 @@ def main(argv=None):
     parser.add_argument("--all-nodes", action="store_true", help=f"print every node, not only the first {CLI_NODES_SHOWN}")
     args = parser.parse_args(argv)
     try:
-        data = load_task_data(args.task, data_dir=args.data_dir, seed=args.seed, model_dir=args.model_dir)
+        # the task's other settings are the run's defaults (core/config.py)
+        cfg = dict(config, task=args.task, data_dir=args.data_dir, model_dir=args.model_dir, seed=args.seed)
+        data = tasks.get(args.task).load_data(cfg)
         shards = partition_indices(data.partition_labels, args.nodes, args.partition, args.alpha, args.seed)
-    except DataError as e:
+    except ValueError as e:  # an unknown task, DataError: one line (run as a script, this module is not `data`)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     hist = class_histogram(data.partition_labels, shards, data.num_classes)

@@ -7,6 +7,9 @@ Topologies for Multi-Walk (MW) and asynchronous gossip (SEMANTICS.md sections 1-
 - gossip_graph: the active/passive bipartite subgraph gossip runs on.
 - graph_stats: diameter, degrees, spectral gap and exact moments of the return
   time to node 0, the numbers the paper reports per graph.
+Graphs are held sparse (networkx adjacency, scipy.sparse transitions), so a simulated graph of
+100,000 nodes costs memory in its edges, not V^2; the statistics that need V^2 work (diameter,
+spectrum, return-time moments) are computed up to EXACT_STATS_MAX_NODES nodes.
 
 Run `python graphs.py --graph cycle --nodes 20` for a table, add --json for one JSON object.
 """
@@ -17,10 +20,15 @@ import sys
 
 import networkx as nx
 import numpy as np
+import scipy.sparse
 
 GENERATED_GRAPHS = ("cycle", "complete", "er")
 PAPER_VERSIONS = ("v1", "v2")  # the paper's arXiv versions; the last is the current one
 MAX_ER_DRAWS = 1000  # redraws of G(n, p) before we call p too small to be connected
+# Above this many nodes: G(n, p) is drawn by networkx's O(V + E) generator (the O(V^2) one it has always
+# used below, so every smaller graph stays what it was for its seed), and graph_stats leaves out what
+# costs V^2 or more
+EXACT_STATS_MAX_NODES = 5000
 
 
 class GraphError(ValueError):
@@ -93,8 +101,9 @@ def build_graph(name, num_nodes, er_p=0.3, seed=0):
                 raise GraphError(f"er graph with p={er_p} on {num_nodes} nodes is never connected; use p > 0")
             raise GraphError(f"er_p={er_p} is not a probability; use 0 < p <= 1")
         # redraw with seed+1, seed+2, ... so the result is a pure function of (num_nodes, p, seed)
+        generate = nx.gnp_random_graph if num_nodes <= EXACT_STATS_MAX_NODES else nx.fast_gnp_random_graph
         for draw in range(MAX_ER_DRAWS):
-            G = nx.gnp_random_graph(num_nodes, er_p, seed=seed + draw)
+            G = generate(num_nodes, er_p, seed=seed + draw)
             if nx.is_connected(G):
                 return G
         raise GraphError(f"er graph with p={er_p} on {num_nodes} nodes was disconnected in {MAX_ER_DRAWS} draws "
@@ -113,15 +122,19 @@ def _check_laziness(laziness):
         raise GraphError(f"laziness={laziness} is not allowed; use 0 <= laziness < 1 (1 would never move)")
 
 def transition_matrix(G, laziness=0.0):
+    """The walk's V x V transition matrix, sparse (scipy.sparse CSR): V + 2E entries."""
     _check_laziness(laziness)
     V = G.number_of_nodes()
     if set(G.nodes) != set(range(V)):
         raise GraphError(f"graph nodes must be 0..{V - 1}, got {sorted(G.nodes)[:5]}...")
-    P = np.zeros((V, V))
-    for i, j in G.edges:
-        P[i, j] = P[j, i] = min(1 / G.degree(i), 1 / G.degree(j))
-    P[np.diag_indices(V)] = 1 - P.sum(axis=1)  # rejected proposals stay put
-    return laziness * np.eye(V) + (1 - laziness) * P
+    edges = np.array(G.edges, dtype=np.int64).reshape(-1, 2)
+    degree = np.array([G.degree(v) for v in range(V)], dtype=float)
+    rows, cols = np.concatenate([edges[:, 0], edges[:, 1]]), np.concatenate([edges[:, 1], edges[:, 0]])
+    moves = (1 - laziness) * np.minimum(1 / degree[rows], 1 / degree[cols])
+    stay = 1 - np.bincount(rows, weights=moves, minlength=V)  # rejected proposals (and laziness) stay put
+    diagonal = np.arange(V)
+    return scipy.sparse.csr_array((np.concatenate([moves, stay]), (np.concatenate([rows, diagonal]),
+                                                                  np.concatenate([cols, diagonal]))), shape=(V, V))
 
 def mh_next_node(G_or_neighbors, current, rng, laziness=0.0):
     """
@@ -233,17 +246,20 @@ def return_time_moments(P):
     return float(1 + P[0] @ h), float(P[0] @ (1 + 2 * h + m))
 
 def graph_stats(G, laziness=0.0):
-    P = transition_matrix(G, laziness)
+    """The graph's statistics; above EXACT_STATS_MAX_NODES nodes only its size and degrees (the
+    others are None: the diameter costs V x E, the spectrum and the moments V^3)."""
+    degrees = [d for _, d in G.degree]
+    size = {"nodes": G.number_of_nodes(), "edges": G.number_of_edges(), "degree_min": min(degrees),
+            "degree_max": max(degrees)}
+    if G.number_of_nodes() > EXACT_STATS_MAX_NODES:
+        return dict(size, diameter=None, spectral_gap=None, absolute_spectral_gap=None, E_H=None, E_H2=None)
+    P = transition_matrix(G, laziness).toarray()
     eigenvalues = np.linalg.eigvalsh(P)  # ascending, the last one is 1
     second_largest_modulus = max(abs(eigenvalues[0]), abs(eigenvalues[-2]))
     E_H, E_H2 = return_time_moments(P)
-    degrees = [d for _, d in G.degree]
     return {
-        "nodes": G.number_of_nodes(),
-        "edges": G.number_of_edges(),
+        **size,
         "diameter": nx.diameter(G),
-        "degree_min": min(degrees),
-        "degree_max": max(degrees),
         # 1 - lambda_2 governs how fast walks forget their start; the absolute gap also sees
         # periodicity (an even cycle has eigenvalue -1, so its absolute gap is 0)
         "spectral_gap": float(1 - eigenvalues[-2]),

@@ -14,6 +14,7 @@ import sys
 import time
 
 from core.config import config  # noqa: F401  the run's global config: every key is a flag (python main.py --help)
+from core.config import ConfigError, parse_config
 from core import run_folder
 from core import run_records
 from engine.agreement import all_agree, first_line, polite_barrier
@@ -26,20 +27,18 @@ def print_start_line(comm, text):
         print(f"[start] {text} ({time.time() - STARTED:.1f} s)", flush=True)
 
 
-def claim_out(cfg, rank):
-    """Every rank can write to --out and finds no other run's files there (unless this run resumes or
-    overwrites them: each rank writes its own event log there); rank 0 locks it and returns the lock,
-    held for the run's lifetime."""
-    run_folder.check_writable(cfg["out"])
-    out_lock = run_folder.lock(cfg["out"]) if rank == 0 else None
-    if not cfg["resume"] and not cfg["overwrite"]:
-        run_folder.refuse_previous_run(cfg["out"])
-    return out_lock
+def refusal(*checks):
+    """The one-line message of the first check that raises a ConfigError, or None."""
+    try:
+        for check in checks:
+            check()
+    except ConfigError as e:
+        return first_line(e)
+    return None
 
 
 def main(argv):
-    from core.config import ConfigError, parse_config  # here, not at the top: other code imports them from config
-    error, cfg, out_lock = None, None, None
+    error, cfg = None, None
     try:
         cfg = parse_config(argv)  # before MPI: --help prints and exits here, without mpirun too
     except ConfigError as e:
@@ -52,11 +51,22 @@ def main(argv):
     if error is None and MPI.Query_thread() < MPI.THREAD_MULTIPLE:  # a rank's threads both call MPI
         error = (f"this MPI library gives thread level {MPI.Query_thread()}, the engine needs MPI_THREAD_MULTIPLE "
                  f"({MPI.THREAD_MULTIPLE}): use an MPI library that provides it (MPICH and Open MPI 3 or later do)")
+    # the run folder's gate (core/run_folder.py), in two agreed steps so that every rank gives the same
+    # reason: it is writable and no live run holds it; then rank 0 locks it and no earlier run is there
+    # (each rank writes its own event log there, so each rank looks)
+    out = cfg["out"] if cfg else None
     if error is None:
+        error = refusal(lambda: run_folder.check_writable(out), lambda: run_folder.check_not_live(out))
+    if not all_agree(comm, error):
+        return 2
+    out_lock = None  # rank 0 holds it for the run's lifetime
+    if comm.Get_rank() == 0:
         try:
-            out_lock = claim_out(cfg, comm.Get_rank())
+            out_lock = run_folder.lock(out)
         except ConfigError as e:
             error = first_line(e)
+    if error is None and not cfg["resume"] and not cfg["overwrite"]:
+        error = refusal(lambda: run_folder.refuse_previous_run(out))
     if not all_agree(comm, error):
         return 2
     print_start_line(comm, f"MPI up: {comm.Get_size()} ranks; flags and --out {cfg['out']} checked")
@@ -76,7 +86,7 @@ def main(argv):
     if comm.Get_rank() == 0:
         if cfg["overwrite"]:
             run_folder.remove_previous_run(cfg["out"])
-        run_records.write_config(cfg)
+        run_records.write_config(cfg, "mpi")
         print(plan_text(cfg, run), flush=True)
     polite_barrier(comm)  # the previous run's files are gone before any rank opens its event log
     import distributed_training

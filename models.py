@@ -1,5 +1,6 @@
 """
-Models and the one flat-parameter view that every algorithm sends over the wire.
+Models and the one flat-parameter view that every algorithm sends over the wire. Which model
+a task trains is its record's (tasks/); the OPT checkpoint of task mnli is loaded by transformers.
 
 - ResNet20: the CIFAR ResNet of He et al. (2016), in the paper's 272,474-parameter
   variant (1x1 conv + BatchNorm projection shortcuts where the shape changes).
@@ -16,8 +17,6 @@ import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
-from tasks import mnli
 
 
 class BasicBlock(nn.Module):
@@ -91,23 +90,6 @@ class FlatBuffer(nn.Module):
     def __init__(self, n):
         super().__init__()
         self.flat = nn.Parameter(torch.zeros(n))
-
-
-def build_model(task, num_classes, in_features=None, seed=0, model_dir=None):
-    """The model for a task, initialised from `seed` so every rank builds the same x0
-    (for mnli, x0 is the pretrained checkpoint in model_dir)."""
-    torch.manual_seed(seed)
-    if task == "mnli":
-        return mnli.load_model(model_dir)
-    if task == "cifar10":
-        return ResNet20(num_classes)
-    if task == "digits":
-        return DigitsMLP(in_features or 64, num_classes=num_classes)
-    if task == "synthetic":
-        if in_features is None:
-            raise ValueError("task 'synthetic' needs in_features (the number of synthetic features)")
-        return DigitsMLP(in_features, num_classes=num_classes)
-    raise ValueError(f"unknown task {task!r} for build_model; allowed: cifar10, digits, synthetic, mnli")
 
 
 def trainable_params(model):

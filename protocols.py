@@ -12,18 +12,27 @@ must do next (compute this, send that, wait until then). Two drivers run them:
 The learning rules themselves (merge, average, apply a delta, hop) are the plain
 tensor functions of algorithms.py; a protocol only decides when each one runs.
 
-Two kinds of protocol, each with its driver loop in both transports:
-  - walk protocols (kind "walks"): models travel between nodes (MW, and any
-    variant: a subclass that changes `after_update`, say);
-  - gossip protocols (kind "gossip"): every node computes, active nodes exchange.
+Two families of protocol, each with its driver loop in both transports; a protocol
+class names its family's driver (`driver`):
+  - walk protocols (driver "walks"): models travel between nodes (MW, and any
+    variant: a subclass that changes `aggregate`, say);
+  - gossip protocols (driver "gossip"): every node computes, active nodes exchange.
+The actions a protocol answers with are the small typed records below; drivers
+dispatch on their type. The end of a run is the protocol's too: which node holds
+the final model, whether the network's average is reported, which models are saved.
+PROTOCOLS is the one registry of algorithms (`--algorithm` takes its names): a new
+algorithm is one class and one `register` line (docs/adding_an_algorithm.md).
 """
 import heapq
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from core import algorithms
+from core.config import ConfigError
+import graphs
 
 
 def transfer_format(cfg, num_params):
@@ -45,19 +54,44 @@ def check_loss(loss, node_id, now):
 class FailureSchedule:
     """The failures every node knows in advance (SEMANTICS.md §6): the i-th time fails node i.
     `passed(now)` returns the failures whose time has come since the last call, so each node
-    logs each failure once."""
-    def __init__(self, failure_times, algorithm):
-        self.times, self.algorithm, self.logged = list(failure_times), algorithm, 0
+    logs each failure once (its protocol's pass_failures)."""
+    def __init__(self, failure_times):
+        self.times, self.logged = list(failure_times), 0
 
-    def passed(self, now, log):
+    def passed(self, now):
         happened = []
         while self.logged < len(self.times) and now >= self.times[self.logged]:
-            node = self.logged
-            fields = dict(aggregator=node + 1) if self.algorithm == "mw" else {}
-            log.write("failure", node=node, scheduled=self.times[node], **fields)
-            happened.append(node)
+            happened.append(self.logged)
             self.logged += 1
         return happened
+
+
+class Failures(NamedTuple):
+    """pass_failures: the nodes whose failure time has come, and whether that frees this node's
+    blocked compute (the driver then starts it again)."""
+    nodes: list
+    frees_compute: bool
+
+
+class WalkQueue:
+    """MW's queueing rule (SEMANTICS.md §1): the walks waiting at a node are served lowest walk
+    id first. (The arrival count keeps heap entries from ever comparing the items.)"""
+    def __init__(self):
+        self.heap, self.arrivals = [], 0
+
+    def push(self, walk_id, item):
+        heapq.heappush(self.heap, (walk_id, self.arrivals, item))
+        self.arrivals += 1
+
+    def pop(self):
+        return heapq.heappop(self.heap)[2]
+
+    def __len__(self):
+        return len(self.heap)
+
+    def items(self, in_order=False):
+        """The waiting items: in the heap's order, or (in_order) in the order they will be served."""
+        return [item for _, _, item in (sorted(self.heap, key=lambda e: e[:2]) if in_order else self.heap)]
 
 
 # -----------------------------------------------------------------------------
@@ -74,7 +108,21 @@ class Walk:
 
 
 # what a walk protocol asks its driver to do with a walk
-COMPUTE, SEND, RETIRE = "compute", "send", "retire"
+class Compute(NamedTuple):
+    """Run tau local steps on walk.params at learning rate lr, then call after_update."""
+    walk: Walk
+    lr: float
+
+
+class Send(NamedTuple):
+    """Send the walk to node dest."""
+    walk: Walk
+    dest: int
+
+
+class Retire(NamedTuple):
+    """The walk's time or budget share is up: tell node 0 (walk_retired)."""
+    walk: Walk
 
 
 class MultiWalkNode:
@@ -82,15 +130,29 @@ class MultiWalkNode:
     what to do next when the node is free (`next_visit`), runs the local update it asks for,
     and reports it (`after_update`). Node 0 (and, after failures, the node holding the role)
     is the aggregator. Node 0 also counts retirements (`walk_retired`): when all R walks have
-    retired, no walk is in flight and the run is over."""
-    kind = "walks"
+    retired, no walk is in flight and the run is over. At the end, the last node that held
+    the aggregator role holds the final model; there is no network average (the walks'
+    merged model is the network's); with --save-models each walk's last model is saved too."""
+    driver = "walks"
+    averages_network = False
+
+    # what build_run asks of an algorithm
+    @staticmethod
+    def check_run(cfg, num_nodes):
+        """Raise a one-line ConfigError if cfg cannot run on num_nodes nodes."""
+        if cfg["walks"] > num_nodes:
+            raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+
+    @staticmethod
+    def gossip_split(cfg, graph):
+        """run["gossip"]: walks need no active/passive split."""
+        return None
 
     def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
         self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
         self.graph, self.num_walks = run["graph"], cfg["walks"]
-        self.failures = FailureSchedule(cfg["failure_times"], cfg["algorithm"])
-        self.waiting = []  # heap of (walk_id, arrival number, Walk): lowest walk id first (SEMANTICS.md §1)
-        self.arrivals = 0
+        self.failures = FailureSchedule(cfg["failure_times"])
+        self.waiting = WalkQueue()
         self.aggregator = algorithms.Aggregator(x0, self.num_walks) if node_id == 0 else None
         self.retired = 0   # node 0: walks that have retired anywhere
         self.final_walks = {}  # with --save-models: the model each walk retired with here
@@ -101,11 +163,10 @@ class MultiWalkNode:
 
     def walks_here(self):
         """The walks parked here, for a driver to move into its own carriers (an MPI buffer)."""
-        return [walk for _, _, walk in self.waiting]
+        return self.waiting.items()
 
     def arrive(self, walk):
-        heapq.heappush(self.waiting, (walk.walk_id, self.arrivals, walk))
-        self.arrivals += 1
+        self.waiting.push(walk.walk_id, walk)
 
     def parked(self):
         return len(self.waiting)
@@ -114,32 +175,32 @@ class MultiWalkNode:
         return algorithms.aggregator_at(now, self.cfg["failure_times"])
 
     def next_visit(self, now):
-        """Take the next waiting walk, if any. Returns (action, walk, detail):
-        (RETIRE, walk, None): its time or budget share is up; the driver tells node 0.
-        (SEND, walk, node): it moves on without an update (a relay at a failed node).
-        (COMPUTE, walk, lr): run tau local steps on walk.params at this lr, then call after_update.
+        """Take the next waiting walk, if any. Returns
+        Retire(walk): its time or budget share is up; the driver tells node 0.
+        Send(walk, dest): it moves on without an update (a relay at a failed node).
+        Compute(walk, lr): run tau local steps on walk.params at this lr, then call after_update.
         None: nothing waits here. A relay that stays (an MH self-loop) goes straight back
         into the queue, so the loop goes on."""
         while self.waiting:
-            walk = heapq.heappop(self.waiting)[2]
+            walk = self.waiting.pop()
             budget = algorithms.walk_budget(self.cfg["max_iterations"], self.num_walks, walk.walk_id)
             if now >= self.cfg["train_time"] or (budget is not None and walk.visits >= budget):
                 self.log.write("retire", walk=walk.walk_id, visits=walk.visits)
                 if self.cfg["save_models"]:
                     self.final_walks[walk.walk_id] = walk.params.clone()  # the driver reuses the carrier
-                return RETIRE, walk, None
+                return Retire(walk)
             if self.node_id < self.role_at(now):  # failed: forward along the route, no update (SEMANTICS.md §6)
                 self.log.relay(walk=walk.walk_id, hop=walk.hops)
                 hop = self.hop(walk)
                 if hop is not None:
                     return hop
                 continue
-            return COMPUTE, walk, algorithms.lr_at(now, self.cfg)
+            return Compute(walk, algorithms.lr_at(now, self.cfg))
         return None
 
     def after_update(self, walk, loss, duration, now):
         """The local update on `walk` finished: merge at the aggregator, log, hop.
-        Returns (SEND, walk, node), or None if the walk stays here (queued again)."""
+        Returns Send(walk, dest), or None if the walk stays here (queued again)."""
         check_loss(loss, self.node_id, now)
         if self.node_id == self.role_at(now):
             self.aggregate(walk)
@@ -163,7 +224,7 @@ class MultiWalkNode:
             self.arrive(walk)
             return None
         self.log.transfer(nxt, self.model_bytes, walk=walk.walk_id)
-        return SEND, walk, nxt
+        return Send(walk, nxt)
 
     def walk_retired(self):
         """Node 0: one more walk retired. True once all have: the run is over."""
@@ -177,8 +238,35 @@ class MultiWalkNode:
         """The model this node evaluates at `now`: the global model while it holds the aggregator role."""
         return self.aggregator.global_model if self.aggregator is not None and self.node_id == self.role_at(now) else None
 
+    def pass_failures(self, now):
+        """Log the failures whose time has come; a failed aggregator's role moves to the next node."""
+        nodes = self.failures.passed(now)
+        for node in nodes:
+            self.log.write("failure", node=node, scheduled=self.failures.times[node], aggregator=node + 1)
+        return Failures(nodes, frees_compute=False)  # a walk's compute never waits
+
+    @staticmethod
+    def failure_message(node):
+        return f"node {node} fails as scheduled; node {node + 1} is the aggregator now"
+
+    # --- the end of the run
+    def holds_final_model(self, now):
+        """Whether this node has held the aggregator role (and so a global model)."""
+        return self.aggregator is not None
+
+    @staticmethod
+    def final_holder(holders):
+        """Of the nodes that hold a final model (ascending), the one whose model the run reports:
+        the last that held the aggregator role."""
+        return holders[-1]
+
     def final_model(self):
         return None if self.aggregator is None else self.aggregator.global_model
+
+    def saved_models(self):
+        """With --save-models, the files this node saves besides the holder's model.pt: the model
+        each walk retired with here."""
+        return {f"walk{walk_id}.pt": params for walk_id, params in self.final_walks.items()}
 
     def state_dict(self):
         """Everything this node's protocol needs to go on (walks parked here, the aggregator,
@@ -186,7 +274,7 @@ class MultiWalkNode:
         aggregator = None if self.aggregator is None else dict(
             x=self.aggregator.global_model.cpu(), snapshots=[s.cpu() for s in self.aggregator.snapshots],
             joined=sorted(self.aggregator.joined))
-        walks = [([w.walk_id, w.visits, w.hops], w.params.cpu().clone()) for _, _, w in sorted(self.waiting)]
+        walks = [([w.walk_id, w.visits, w.hops], w.params.cpu().clone()) for w in self.waiting.items(in_order=True)]
         return dict(aggregator=aggregator, walks=walks, retired=self.retired,
                     final_walks={k: v.cpu().clone() for k, v in self.final_walks.items()},
                     failures_logged=self.failures.logged)
@@ -201,7 +289,7 @@ class MultiWalkNode:
                 snapshot.copy_(saved_snapshot)
         self.retired, self.final_walks = state["retired"], dict(state["final_walks"])
         self.failures.logged = state["failures_logged"]
-        self.waiting, self.arrivals = [], 0
+        self.waiting = WalkQueue()
         for (walk_id, visits, hops), params in state["walks"]:
             self.arrive(Walk(walk_id, visits, hops, params))
 
@@ -210,8 +298,36 @@ class MultiWalkNode:
 # gossip protocols: Asynchronous Gossip (AD-PSGD)
 
 # what an active node's next_exchange asks of its driver
-EXCHANGE, WAIT, OVER = "exchange", "wait", "over"
-BLOCKED = "blocked"  # begin_update: the last local update's delta waits to be published (authors' coupling)
+class Exchange(NamedTuple):
+    """Start an exchange with partner now. frees_compute: starting it published this node's waiting
+    delta, so its blocked compute may go on (the driver starts it again)."""
+    partner: int
+    frees_compute: bool
+
+
+class Wait(NamedTuple):
+    """No exchange before time `until`, or (until None) before the next local update finishes."""
+    until: float
+
+
+class Over(NamedTuple):
+    """No exchange will start here again: tell these neighbours."""
+    neighbours: list
+
+
+# what begin_update asks of its driver (or None: this node's updates are over)
+class Start(NamedTuple):
+    """Run tau local steps on a copy of `model` at learning rate lr, then call after_update."""
+    model: torch.Tensor
+    lr: float
+
+
+class Blocked(NamedTuple):
+    """The last local update's delta waits to be published (authors' coupling): no update starts
+    until an event the protocol reports as freeing the compute (frees_compute)."""
+
+
+BLOCKED = Blocked()
 
 
 class GossipNode:
@@ -219,7 +335,7 @@ class GossipNode:
     (`begin_update` / `after_update`); active nodes exchange with a uniform passive neighbour
     (`next_exchange`, `model_to_send`, then `active_average`); passive nodes serve one exchange
     at a time (`model_to_send`, then `passive_average`). An active node whose part is over tells
-    its neighbours (OVER); a passive node is done once every active neighbour has said so.
+    its neighbours (Over); a passive node is done once every active neighbour has said so.
 
     How a local update's delta reaches the live model (--gossip-coupling, FIDELITY.md):
     - authors (the authors' code): a finished update's delta is published as *pending*, and only
@@ -233,8 +349,25 @@ class GossipNode:
       averaging happened meanwhile (stale-gradient AD-PSGD).
     Exchange pacing: an active node starts an exchange at most every gossip_interval seconds (0: back
     to back); --gossip-pacing authors sets it to the authors' modelled exchange cycle, or to 0 in the
-    simulator's authors timing, whose polls pace the exchanges (simulation/engine_timing.py)."""
-    kind = "gossip"
+    simulator's authors timing, whose polls pace the exchanges (simulation/engine_timing.py).
+    A blocked compute (Blocked) goes on after the events that can publish its delta or end its
+    wait: an exchange started (Exchange.frees_compute) or served (passive_average), an active
+    neighbour's notice that it is over (neighbour_over), a failure time (pass_failures). Each
+    reports whether it freed the compute; the driver then calls begin_update again.
+    At the end, the lowest-numbered live node holds the final model, and the run also reports
+    the average of the live nodes' models (a failed node's model is frozen, not the network's)."""
+    driver = "gossip"
+    averages_network = True
+
+    # what build_run asks of an algorithm
+    @staticmethod
+    def check_run(cfg, num_nodes):
+        """Any number of nodes will do."""
+
+    @staticmethod
+    def gossip_split(cfg, graph):
+        """run["gossip"]: (the graph gossip runs on, its active nodes) (graphs.gossip_graph)."""
+        return graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"])
 
     def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
         self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
@@ -242,7 +375,7 @@ class GossipNode:
         self.active = node_id in active_nodes
         self.neighbors = sorted(graph.neighbors(node_id))
         self.failure_times = cfg["failure_times"]
-        self.failures = FailureSchedule(cfg["failure_times"], cfg["algorithm"])
+        self.failures = FailureSchedule(cfg["failure_times"])
         self.authors_coupling = cfg["gossip_coupling"] == "authors"
         self.live = x0.clone()
         self.pending = None             # authors' coupling: the published delta no exchange has consumed yet
@@ -250,6 +383,7 @@ class GossipNode:
         self.budget = algorithms.walk_budget(cfg["max_iterations"], cfg["nodes"], node_id)
         self.updates = 0
         self.computing = True           # False once this node's updates are over (time, budget, failure)
+        self.blocked = False            # the last begin_update answered BLOCKED: the driver waits for a freeing event
         self.credits = 0                # per_update: finished updates not yet paid for by an exchange
         self.next_exchange_at = 0.0     # pacing: the earliest start of this active node's next exchange
         self.partner_rng = np.random.default_rng([cfg["seed"], 1, node_id])  # partner choices, never timing
@@ -268,20 +402,37 @@ class GossipNode:
         return [j for j in self.neighbors if not algorithms.is_failed(j, now, self.failure_times)]
 
     # --- compute, on every node
+    def updates_over(self, now):
+        return (now >= self.cfg["train_time"] or (self.budget is not None and self.updates >= self.budget)
+                or self.failed(now))
+
+    def compute_waits(self, now):
+        """A local update may not start yet: its last delta waits for an exchange to publish it."""
+        return not self.updates_over(now) and self.unpublished is not None and not self.exchanges_over(now)
+
+    def frees_compute(self, now):
+        """After an event that may publish the waiting delta or end the wait: True if it freed the
+        blocked compute (once; begin_update then answers anew)."""
+        if self.blocked and not self.compute_waits(now):
+            self.blocked = False
+            return True
+        return False
+
     def begin_update(self, now):
-        """(the model a local update starts from, its lr); BLOCKED while the last delta waits to be
-        published; None once this node's updates are over."""
-        if (now >= self.cfg["train_time"] or (self.budget is not None and self.updates >= self.budget)
-                or self.failed(now)):
+        """Start(model a local update starts from, its lr); BLOCKED while the last delta waits to
+        be published; None once this node's updates are over."""
+        self.blocked = False
+        if self.updates_over(now):
             self.computing = False
             return None
         if self.unpublished is not None:
             if not self.exchanges_over(now):
+                self.blocked = True
                 return BLOCKED
             self.consume_pending()  # no exchange will consume them any more: this node folds its deltas in
             self.consume_pending()
         start = self.live if self.pending is None else self.live + self.pending
-        return start.clone(), algorithms.lr_at(now, self.cfg)
+        return Start(start.clone(), algorithms.lr_at(now, self.cfg))
 
     def after_update(self, before, after, loss, duration, now):
         check_loss(loss, self.node_id, now)
@@ -303,25 +454,25 @@ class GossipNode:
 
     # --- exchanges, active side
     def next_exchange(self, now):
-        """(EXCHANGE, partner): start one now. (WAIT, t): not before time t, or (WAIT, None) not
-        until the next local update finishes. (OVER, neighbours): no exchange will start here
+        """Exchange(partner, frees_compute): start one now. Wait(t): not before time t, or Wait(None)
+        not until the next local update finishes. Over(neighbours): no exchange will start here
         again: tell them."""
         if not self.computing or self.failed(now):
-            return OVER, self.neighbors
+            return Over(self.neighbors)
         partners = self.live_partners(now)
         if not partners:
-            return WAIT, None
+            return Wait(None)
         if self.cfg["gossip_mode"] == "per_update":
             if self.credits == 0:
-                return WAIT, None
+                return Wait(None)
             self.credits -= 1
         else:
             if now < self.next_exchange_at:
-                return WAIT, self.next_exchange_at
+                return Wait(self.next_exchange_at)
             self.next_exchange_at = now + self.cfg["gossip_interval"]
         if self.authors_coupling:
             self.consume_pending()
-        return EXCHANGE, algorithms.gossip_partner(partners, self.partner_rng)
+        return Exchange(algorithms.gossip_partner(partners, self.partner_rng), self.frees_compute(now))
 
     def active_average(self, partner, sent, received):
         algorithms.gossip_average(self.live, sent, received)
@@ -337,32 +488,58 @@ class GossipNode:
         return self.live
 
     # --- exchanges, passive side
-    def passive_average(self, partner, sent, received):
+    def passive_average(self, partner, sent, received, now):
+        """The exchange served: average. Returns whether that freed the blocked compute."""
         if self.authors_coupling:
             self.live.add_(received.to(self.live.device, self.live.dtype) - self.live, alpha=0.5)
             self.consume_pending()
         else:
             algorithms.gossip_average(self.live, sent, received)
         self.log.transfer(partner, self.model_bytes)
+        return self.frees_compute(now)
 
-    def neighbour_over(self, partner):
-        """An active neighbour will start no more exchanges. True once none may."""
+    def neighbour_over(self, partner, now):
+        """An active neighbour will start no more exchanges (once none may: serving_over). Returns
+        whether that freed the blocked compute."""
         self.waiting_for.discard(partner)
-        return not self.waiting_for
+        return self.frees_compute(now)
 
     def serving_over(self):
         """No exchange will reach this node any more (an active node serves none)."""
         return self.active or not self.waiting_for
 
-    def compute_blocked(self):
-        return self.unpublished is not None
+    def pass_failures(self, now):
+        """Log the failures whose time has come: this node's own ends its updates, its partners'
+        may end its exchanges, and either may free its blocked compute."""
+        nodes = self.failures.passed(now)
+        for node in nodes:
+            self.log.write("failure", node=node, scheduled=self.failures.times[node])
+        return Failures(nodes, frees_compute=bool(nodes) and self.frees_compute(now))
+
+    @staticmethod
+    def failure_message(node):
+        return f"node {node} fails as scheduled"
 
     def evaluated_model(self, now):
         """Evaluation is at the lowest-numbered live node (SEMANTICS.md §6)."""
         return self.live if self.node_id == algorithms.failures_by(now, self.failure_times) else None
 
+    # --- the end of the run
+    def holds_final_model(self, now):
+        """Whether this node is live at `now` (its model is part of the network's)."""
+        return not self.failed(now)
+
+    @staticmethod
+    def final_holder(holders):
+        """Of the live nodes (ascending), the one whose model the run reports: the lowest-numbered."""
+        return holders[0]
+
     def final_model(self):
         return self.live
+
+    def saved_models(self):
+        """Nothing besides the holder's model.pt."""
+        return {}
 
     def state_dict(self):
         cpu = lambda t: None if t is None else t.cpu().clone()  # noqa: E731
@@ -380,7 +557,20 @@ class GossipNode:
         self.failures.logged = state["failures_logged"]
 
 
-PROTOCOLS = {"mw": MultiWalkNode, "gossip": GossipNode}
+# -----------------------------------------------------------------------------
+# the registry: --algorithm NAME runs PROTOCOLS[NAME] on both transports
+
+PROTOCOLS = {}
+
+
+def register(name, protocol_class):
+    """Make `--algorithm name` run protocol_class (a walk or gossip protocol: its `driver`)."""
+    PROTOCOLS[name] = protocol_class
+    return protocol_class
+
+
+register("mw", MultiWalkNode)
+register("gossip", GossipNode)
 
 
 def make_protocol(cfg, node_id, run, x0, model_bytes, log, state=None):

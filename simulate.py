@@ -3,9 +3,10 @@ A deterministic discrete-event simulator of Multi-Walk and Asynchronous Gossip:
 V virtual nodes in one process, for graphs and delay models a real cluster (or a
 2-core laptop) cannot run as V MPI ranks.
 
-It runs the SAME rules as the MPI engine (the functions of algorithms.py) and
-writes the same outputs (config.json, events-rank{v}.jsonl, summary.json), so
-plots and reports read simulated and real runs alike. Only time is virtual:
+It drives the SAME protocols as the MPI engine (protocols.py: every rule of an
+algorithm, from a walk's arrival to the end of the run) and writes the same
+outputs (config.json, events-rank{v}.jsonl, summary.json), so plots and reports
+read simulated and real runs alike. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),
@@ -23,7 +24,6 @@ One seed gives byte-identical event logs (fixed and exponential durations).
     python simulate.py --nodes 100 --algorithm gossip --graph complete --max-iterations 3000 --out runs/sim_gossip
 Every flag of main.py works here; --nodes V is required.
 """
-import glob
 import heapq
 import os
 import sys
@@ -41,6 +41,8 @@ from core import config
 from core import build_run
 import models
 import protocols
+import tasks
+from core import run_folder
 from core import run_records
 from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
 
@@ -87,19 +89,22 @@ class Network:
         self.timing = EngineTiming(cfg, len(nodes))
         # one stream per node: durations never depend on the order in which the simulator visits nodes
         self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
-        for when in cfg["failure_times"]:
-            clock.at(when, self.log_failures)
         # a measured duration is the wall time of the update itself, so it cannot wait for a batch
         self.batch = (batched.BatchedUpdates(nodes, cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
-                      and all(map(batched.can_batch, nodes)) else None)
+                      and tasks.get(cfg["task"]).batchable and all(map(batched.can_batch, nodes)) else None)
 
     def carry(self, params):
         """A model as a message carries it: a copy in the transfer dtype."""
         return params.to(self.dtype, copy=True)
 
-    def log_failures(self):
-        for protocol, log in zip(self.protocols, self.logs):
-            protocol.failures.passed(self.clock.now, log)
+    def at_failure_times(self, action):
+        """Run action() at each failure time (before any other event of that time)."""
+        for when in self.cfg["failure_times"]:
+            self.clock.at(when, action)
+
+    def pass_failures(self):
+        """Every node logs the failures whose time has come; returns the nodes whose blocked compute that frees."""
+        return [v for v, protocol in enumerate(self.protocols) if protocol.pass_failures(self.clock.now).frees_compute]
 
     def update(self, v, params, lr):
         """Node v's local update on `params` (no SGD with --emulate-params: pure timing studies);
@@ -135,6 +140,7 @@ class WalkDriver:
     an idle node finds an arriving walk at its next poll, and a walk leaves after a poll and a hand-off)."""
     def __init__(self, net):
         self.net = net
+        net.at_failure_times(net.pass_failures)
         self.busy = [False] * len(net.nodes)
         for v, protocol in enumerate(net.protocols):
             for walk in protocol.walks_here():
@@ -152,24 +158,24 @@ class WalkDriver:
             step = net.protocols[v].next_visit(net.clock.now)
             if step is None:
                 return
-            action, walk, detail = step
-            if action == protocols.RETIRE:
+            if isinstance(step, protocols.Retire):
                 net.protocols[0].walk_retired()
-            elif action == protocols.SEND:
-                net.clock.after(net.transfer_time, self.arrive, detail, walk)
-            else:  # COMPUTE, seen at the end; v serves one walk at a time, so nothing else touches its state
-                outcome, duration = net.update(v, walk.params, detail)
+            elif isinstance(step, protocols.Send):
+                net.clock.after(net.transfer_time, self.arrive, step.dest, step.walk)
+            else:  # Compute; v serves one walk at a time, so nothing else touches its state
+                outcome, duration = net.update(v, step.walk.params, step.lr)
                 self.busy[v] = True
-                net.clock.after(pickup + duration + net.timing.visit_overhead(), self.finish_visit, v, walk, outcome, duration)
+                net.clock.after(pickup + duration + net.timing.visit_overhead(), self.finish_visit, v, step.walk, outcome,
+                                duration)
                 return
 
     def finish_visit(self, v, walk, outcome, duration):
         net = self.net
         self.busy[v] = False
         step = net.protocols[v].after_update(walk, net.loss(outcome), duration, net.clock.now)
-        if step is not None:
+        if step is not None:  # Send
             leave = net.timing.poll(v) + net.timing.walk_handoff()
-            net.clock.after(leave + net.transfer_time, self.arrive, step[2], step[1])
+            net.clock.after(leave + net.transfer_time, self.arrive, step.dest, step.walk)
         self.serve(v)
 
 
@@ -178,15 +184,15 @@ class WalkDriver:
 
 class GossipDriver:
     """Every node computes back to back (unless its delta waits for an exchange: the authors'
-    coupling); an active node runs one exchange at a time (request, then reply, each taking
-    transfer_time); a passive node serves one exchange at a time. Authors' timing: the polls and
-    hand-offs of engine_timing.py around each step."""
+    coupling; the protocol says which events free it); an active node runs one exchange at a
+    time (request, then reply, each taking transfer_time); a passive node serves one exchange at a time.
+    Authors' timing: the polls and hand-offs of engine_timing.py around each step."""
     def __init__(self, net):
         self.net = net
+        net.at_failure_times(self.pass_failures)
         num_nodes = len(net.nodes)
         self.exchanging = [False] * num_nodes     # active node: an exchange in flight, or its part over
         self.serving = [False] * num_nodes        # passive node: answering an exchange
-        self.blocked = [False] * num_nodes        # the compute waits for an exchange to publish its delta
         self.retry_at = [None] * num_nodes        # active node: the pacing time a retry is scheduled for
         self.requests = [deque() for _ in range(num_nodes)]  # passive node: exchanges waiting to be served
         for v in range(num_nodes):
@@ -198,50 +204,54 @@ class GossipDriver:
     def start_update(self, v):
         net = self.net
         start = net.protocols[v].begin_update(net.clock.now)
-        if start is protocols.BLOCKED:
-            self.blocked[v] = True
+        if isinstance(start, protocols.Blocked):  # an event the protocol reports as freeing it starts it again
             return
         if start is None:
             self.next_exchange(v)  # an active node's part may be over now
             return
-        before, lr = start
+        before = start.model
         after = before.clone()
-        outcome, duration = net.update(v, after, lr)
-        net.clock.after(duration + net.timing.gossip_update_overhead(), self.finish_update, v, before, after, outcome, duration)
+        outcome, duration = net.update(v, after, start.lr)
+        net.clock.after(duration + net.timing.gossip_update_overhead(), self.finish_update, v, before, after, outcome,
+                        duration)
 
     def finish_update(self, v, before, after, outcome, duration):
         self.net.protocols[v].after_update(before, after, self.net.loss(outcome), duration, self.net.clock.now)
         self.next_exchange(v)  # a waiting exchanger may go on
         self.start_update(v)
 
-    def unblock(self, v):
-        """An exchange may have published v's waiting delta, or ended v's chances of one."""
-        if self.blocked[v]:
-            self.blocked[v] = False
-            self.net.timing.later(self.net.clock, self.net.timing.poll(v), self.start_update, v)
+    def resume(self, v):
+        """A blocked compute goes on: at once (ideal timing), or when its poll of the delta slot sees
+        the event that freed it (authors' timing)."""
+        self.net.timing.later(self.net.clock, self.net.timing.poll(v), self.start_update, v)
+
+    def pass_failures(self):
+        for v in self.net.pass_failures():
+            self.resume(v)
 
     def next_exchange(self, v):
         net, protocol = self.net, self.net.protocols[v]
         if not protocol.active or self.exchanging[v]:
             return
-        action, detail = protocol.next_exchange(net.clock.now)
-        if action == protocols.OVER:
+        step = protocol.next_exchange(net.clock.now)
+        if isinstance(step, protocols.Over):
             self.exchanging[v] = True  # for good
-            for j in detail:
+            for j in step.neighbours:
                 net.clock.after(net.cfg["latency"], self.neighbour_over, j, v)
-        elif action == protocols.WAIT:
-            if detail is not None and self.retry_at[v] != detail:
-                self.retry_at[v] = detail
-                net.clock.at(detail, self.next_exchange, v)
-        else:
+        elif isinstance(step, protocols.Wait):
+            if step.until is not None and self.retry_at[v] != step.until:
+                self.retry_at[v] = step.until
+                net.clock.at(step.until, self.next_exchange, v)
+        else:  # Exchange
             self.exchanging[v] = True
-            net.clock.after(net.timing.exchange_handoff() + net.transfer_time, self.receive_request, detail, v,
+            net.clock.after(net.timing.exchange_handoff() + net.transfer_time, self.receive_request, step.partner, v,
                             net.carry(protocol.model_to_send()))
-            self.unblock(v)
+            if step.frees_compute:
+                self.resume(v)
 
     def neighbour_over(self, p, v):
-        self.net.protocols[p].neighbour_over(v)
-        self.unblock(p)
+        if self.net.protocols[p].neighbour_over(v, self.net.clock.now):
+            self.resume(p)
 
     def receive_request(self, p, v, model):
         self.requests[p].append((v, model))
@@ -258,15 +268,16 @@ class GossipDriver:
                              p, v, received, reply)
 
     def finish_exchange(self, p, v, sent_by_v, sent_by_p):
-        self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v)
+        frees_compute = self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v, self.net.clock.now)
         self.net.protocols[v].active_average(p, sent_by_v, sent_by_p)
         timing, clock = self.net.timing, self.net.clock
-        timing.later(clock, timing.poll(p), self.passive_free, p)  # its receive process polls for the send's end
+        timing.later(clock, timing.poll(p), self.passive_free, p, frees_compute)  # its receive process polls for the send's end
         timing.later(clock, timing.poll(v) + timing.exchange_handoff(), self.active_free, v)  # its send process polls for the reply
 
-    def passive_free(self, p):
+    def passive_free(self, p, frees_compute):
         self.serving[p] = False
-        self.unblock(p)
+        if frees_compute:
+            self.resume(p)
         if self.requests[p]:
             self.serve_exchange(p)
 
@@ -287,10 +298,9 @@ def simulate(cfg, run, verbose=True):
     num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
-    os.makedirs(cfg["out"], exist_ok=True)
-    for path in glob.glob(os.path.join(cfg["out"], "events-rank*.jsonl")):
-        os.remove(path)  # an earlier run here may have had more nodes; read_events would merge its logs in
-    run_records.write_config(cfg)
+    # the run folder's gate: a live run's folder is refused, a finished one's unless --overwrite true
+    out_lock = run_folder.claim(cfg["out"], cfg["overwrite"])
+    run_records.write_config(cfg, "simulated")
     if verbose:
         print(build_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s"
@@ -300,7 +310,7 @@ def simulate(cfg, run, verbose=True):
     clock = VirtualClock()
     logs = [EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(num_nodes)]
     net = Network(cfg, run, nodes, logs, clock)
-    DRIVERS[net.protocols[0].kind](net)  # schedules the first events; the clock runs them
+    DRIVERS[net.protocols[0].driver](net)  # schedules the first events; the clock runs them
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
 
     def evaluate(v, params, model="node0"):
@@ -317,37 +327,43 @@ def simulate(cfg, run, verbose=True):
             print(progress_line(clock.now, iterations, nbytes, metrics, model, v), flush=True)
         return metrics
 
+    def network_average():
+        """The network average over the nodes whose models are the network's now (gossip: the live ones), as
+        the engine's (theirs is at the end only), and the node whose BatchNorm statistics evaluate it."""
+        holders = [v for v, protocol in enumerate(net.protocols) if protocol.holds_final_model(clock.now)]
+        params = torch.stack([net.protocols[v].final_model() for v in holders]).mean(dim=0)
+        return net.protocols[0].final_holder(holders), params
+
     def evaluate_now():
         for v, protocol in enumerate(net.protocols):
             params = protocol.evaluated_model(clock.now)
             if params is not None:
                 evaluate(v, params)
-                return
+                break
+        if cfg["eval_network_average"] and net.protocols[0].averages_network:
+            evaluate(*network_average(), model="network_average")
 
     started = time.perf_counter()
     if verbose:
         print(PROGRESS_HEADER, flush=True)
     clock.run(evaluate_now, cfg["eval_interval"])
-    average = None
-    if net.protocols[0].kind == "gossip":  # over the live nodes, as the engine's
-        alive = [v for v, protocol in enumerate(net.protocols) if not protocol.failed(clock.now)]
-        network_average = torch.stack([net.protocols[v].live for v in alive]).mean(dim=0)
-        average = evaluate(alive[0], network_average, model="network_average")
-        holder = alive[0]
-    else:  # the last node that held the aggregator role
-        holder = max(v for v, protocol in enumerate(net.protocols) if protocol.final_model() is not None)
+    # the end of the run, as the protocol says: the final model's holder, the network average, the saved models
+    holders = [v for v, protocol in enumerate(net.protocols) if protocol.holds_final_model(clock.now)]
+    holder = net.protocols[0].final_holder(holders)
+    average = evaluate(*network_average(), model="network_average") if net.protocols[0].averages_network else None
     final_model = net.protocols[holder].final_model()
     final = evaluate(holder, final_model)
     if cfg["save_models"]:
         for protocol in net.protocols:
-            for walk_id, params in getattr(protocol, "final_walks", {}).items():
-                torch.save(params, os.path.join(cfg["out"], f"walk{walk_id}.pt"))
+            for name, params in protocol.saved_models().items():
+                torch.save(params, os.path.join(cfg["out"], name))
         torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
     for log in logs:
         log.close()
+    out_lock.close()  # written: the folder is free for the next run
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
-    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "sim", net.model_bytes, clock.now,
+    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "simulated", net.model_bytes, clock.now,
                                final, average, active_nodes=run["gossip"][1] if run["gossip"] else None,
                                evaluated_node=holder)
 
@@ -373,6 +389,9 @@ def simulate_main(argv):
         torch.set_num_threads(1)
     try:
         simulate(cfg, run)
+    except config.ConfigError as e:  # the run folder's gate refused --out
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     except protocols.Diverged as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

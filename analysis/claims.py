@@ -1,5 +1,5 @@
 """
-The four claims of SEMANTICS.md §8 tested with statistics. report.py (MPI runs) and large_v.py
+The four claims of SEMANTICS.md §8 tested with statistics. report.py (MPI runs) and many_nodes.py
 (simulated runs) use these rules and tables and no others.
 
 Measures, one value per run (seed):

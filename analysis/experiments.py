@@ -37,6 +37,7 @@ import time
 import traceback
 
 from core import config
+from core import run_folder
 from core import mpirun_command as mpirun_lib
 from core import run_records as runs_lib
 
@@ -97,7 +98,7 @@ def paper_sim_notes(preset):
         "millisecond of arithmetic on a data-centre GPU; at that size an eager PyTorch step is bound by launching "
         "its ~250 kernels (~15-20 us of dispatch each), 4-5 ms, so tau = 5 steps with batch reads and host-device "
         f"copies take 20-30 ms. The authors' CPU-side augmentation and 10 ms polling could add 5-15 ms more. The same "
-        "25 ms is config.py's default and large_v.py's.",
+        "25 ms is config.py's default and many_nodes.py's.",
         "",
         f"**Bandwidth: {flags['bandwidth'] * 8 / 1e9:g} Gbit/s per link** plus {flags['latency'] * 1e3:g} ms: "
         f"{transfer_ms:.2f} ms per transfer of ResNet-20's {flags['virtual_model_bytes']:,} B (272,474 fp32), which "
@@ -118,8 +119,22 @@ def paper_sim_notes(preset):
     ]
 
 
-# A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms), seeds,
-# and the target the report measures against (a value of --metric, test accuracy by default).
+PRIMARY_SEEDS, SECONDARY_SEEDS = tuple(range(10)), tuple(range(5))  # docs/analysis_plan.md
+
+def paper_verdicts_notes(preset):
+    """paper_sim's setting notes, the grid paragraph replaced by the plan's runs."""
+    return [f"**Grid.** docs/analysis_plan.md's runs on paper_sim's setting: the primary tests at seeds "
+            f"{PRIMARY_SEEDS[0]}-{PRIMARY_SEEDS[-1]} (cycle: MW-1 and gossip; complete: MW-1, -5, -10, -15 and gossip; "
+            f"alpha 10, 1, 0.1; V = 20 on the graphs of `configs/paper/`), the secondary grid at seeds "
+            f"{SECONDARY_SEEDS[0]}-{SECONDARY_SEEDS[-1]} (cycle MW-5, -10, -15; gossip back to back and per update at "
+            "alpha 1; Erdos-Renyi MW-1, MW-10 and gossip at alpha 1 and 0.1); gossip's network average is evaluated "
+            "beside node 0's model at every evaluation. Each run is reproduced exactly by its `python simulate.py` "
+            "line in `python experiments.py list paper_verdicts`.", ""] + paper_sim_notes(preset)[2:]
+
+
+# A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms[, seeds]) (seeds: the
+# preset's unless given), seeds, the target the report measures against (a value of --metric, test
+# accuracy by default) and, where the analysis plan judges it, its targets.
 # Algorithms are "mw<R>" or "gossip". A simulated preset (runner "simulate") also has
 # evals_per_run (each run's --eval-interval is set from it), a wall-clock timeout per run, and
 # with_data_dir: what changes when experiments.py is given --data-dir.
@@ -153,6 +168,24 @@ PRESETS = dict(
              + [(nodes, "complete", 1.0, ["gossip"]) for nodes in (5, 10)],  # claim 3: gossip against V
         seeds=(0, 1, 2, 3, 4), target=0.93, evals_per_run=100, timeout=900, notes=paper_sim_notes,
         with_data_dir=dict(flags=dict(task="cifar10", max_iterations=20000), target=0.7)),
+    paper_verdicts=dict(
+        about="docs/analysis_plan.md's runs: paper_sim's setting, the primary tests at 10 seeds (cycle MW-1 + gossip, "
+              "complete MW-1/5/10/15 + gossip, alpha 10/1/0.1) and the secondary grid at 5, gossip's network average "
+              "logged at every evaluation; its report leads with the plan's verdicts at three targets",
+        runner="simulate",
+        flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.0, train_time=1e9, max_iterations=3000,
+                   compute_time_dist="exponential", compute_time_mean=GPU_UPDATE_S, bandwidth=LINK_BYTES_PER_S,
+                   latency=LINK_LATENCY_S, virtual_model_bytes=RESNET20_BYTES, eval_network_average=True),
+        # (V, graph, alpha, algorithms, seeds): primary at 10 seeds, secondary at 5 (the first five)
+        grid=[(20, PAPER_GRAPHS["cycle"], alpha, ["mw1", "gossip"], PRIMARY_SEEDS) for alpha in (10.0, 1.0, 0.1)]
+             + [(20, PAPER_GRAPHS["complete"], alpha, ["mw1", "mw5", "mw10", "mw15", "gossip"], PRIMARY_SEEDS)
+                for alpha in (10.0, 1.0, 0.1)]
+             + [(20, PAPER_GRAPHS["cycle"], alpha, ["mw5", "mw10", "mw15"], SECONDARY_SEEDS) for alpha in (10.0, 1.0, 0.1)]
+             + [(20, PAPER_GRAPHS[kind], 1.0, ["gossip-b2b", "gossip-pu"], SECONDARY_SEEDS) for kind in ("cycle", "complete")]
+             + [(20, PAPER_GRAPHS["erdos_renyi"], alpha, ["mw1", "mw10", "gossip"], SECONDARY_SEEDS) for alpha in (1.0, 0.1)],
+        seeds=PRIMARY_SEEDS, target=0.93, targets=(0.90, 0.93, 0.95), evals_per_run=100, timeout=900,
+        notes=paper_verdicts_notes, with_data_dir=dict(flags=dict(task="cifar10", max_iterations=20000), target=0.7,
+                                                  targets=(0.6, 0.7, 0.75))),
     smoke=dict(
         about="two 3-second runs on 4 ranks: the whole pipeline end to end (tests/test_experiments.py)",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.5, train_time=3, eval_interval=0.2),
@@ -164,7 +197,8 @@ PRESETS = dict(
 def with_data_dir(preset, data_dir):
     """The preset as run with --data-dir: a simulated preset's with_data_dir changes applied."""
     change = preset.get("with_data_dir") if data_dir else None
-    return dict(preset, flags=dict(preset["flags"], **change["flags"]), target=change["target"]) if change else preset
+    return dict(preset, flags=dict(preset["flags"], **change["flags"]),
+                **{k: change[k] for k in ("target", "targets") if k in change}) if change else preset
 
 
 def is_simulated(preset):
@@ -187,9 +221,9 @@ def expand(preset, data_dir=None, only=None):
     """The preset's runs, in order: [dict(name, nodes, flags)]."""
     runs = []
     preset = with_data_dir(preset, data_dir)
-    for nodes, graph, alpha, algorithms in preset["grid"]:
+    for nodes, graph, alpha, algorithms, *seeds in preset["grid"]:
         for algorithm in algorithms:
-            for seed in preset["seeds"]:
+            for seed in (seeds[0] if seeds else preset["seeds"]):
                 flags = dict(preset["flags"], graph=os.path.relpath(graph) if graph.endswith(".json") else graph,
                              partition="dirichlet", alpha=alpha, seed=seed,
                              algorithm="mw" if algorithm.startswith("mw") else "gossip",
@@ -224,8 +258,8 @@ def check_runs(runs, mpirun):
     """The checks every rank of main.py makes before training, once here for the whole grid,
     so a missing dataset or graph file fails now and not after hours of earlier runs.
     Returns None or a one-line error. mpirun None: simulated runs, no launcher to check."""
-    import data
     import graphs
+    import tasks
     if mpirun is not None and not shutil.which(shlex.split(mpirun)[0]):
         return f"{shlex.split(mpirun)[0]} is not on PATH (pip install mpich mpi4py, or load your cluster's MPI)"
     checked = set()
@@ -233,16 +267,14 @@ def check_runs(runs, mpirun):
         for run in runs:
             cfg = config.parse_config(argv_of(run["flags"]))
             graph = (cfg["graph"], run["nodes"], cfg["er_p"], cfg["seed"] if cfg["graph"] == "er" else 0)
-            task = (cfg["task"], cfg["data_dir"], cfg["seed"] if cfg["task"] == "synthetic" else 0)
+            task = tasks.get(cfg["task"])
+            data_key = (task.name, *(cfg[key] for key in task.data_keys))  # equal values, equal data
             if graph not in checked:
                 graphs.build_graph(cfg["graph"], run["nodes"], er_p=cfg["er_p"], seed=cfg["seed"])
                 checked.add(graph)
-            if task not in checked:
-                data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
-                                    synthetic_samples=cfg["synthetic_samples"],
-                                    synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"])
-                checked.add(task)
+            if data_key not in checked:
+                task.load_data(cfg)
+                checked.add(data_key)
     except ValueError as e:  # ConfigError, GraphError, DataError: one-line messages
         return str(e).splitlines()[0]
     return None
@@ -389,6 +421,11 @@ def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
     todo = [run for run in runs if not is_done(run, os.path.join(runs_dir, run["name"]))]
     simulated = is_simulated(preset)
     error = check_runs(todo, None if simulated else mpirun) if todo else None
+    try:  # the run folder's gate: a folder a live run holds (another grid, a run by hand) is never replaced
+        for run in todo:
+            run_folder.check_not_live(os.path.join(runs_dir, run["name"]))
+    except config.ConfigError as e:
+        error = error or str(e)
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -434,7 +471,8 @@ def make_report(name, preset, runs, runs_dir, report_dir, metric):
     os.makedirs(report_dir, exist_ok=True)
     loaded = runs_lib.find_runs(finished)
     verdicts = report.write_report(loaded, metric, preset["target"], report_dir, f"Reproduction report: preset `{name}`",
-                                   f"python experiments.py report {name}", notes=preset.get("notes", lambda _: [])(preset))
+                                   f"python experiments.py report {name}", notes=preset.get("notes", lambda _: [])(preset),
+                                   targets=preset.get("targets"))
     print(f"{os.path.join(report_dir, 'REPORT.md')} from {len(loaded)} of {len(runs)} runs: "
           + ", ".join(f"claim {n} {v}" for n, v in verdicts.items()), flush=True)
     return 0

@@ -4,13 +4,13 @@ Erdos-Renyi and complete graphs, on the virtual clock of simulate.py, several
 seeds per run, judged with the intervals and verdict rules of claims.py (the
 ones report.py uses for MPI runs).
 
-    python large_v.py --report reports/large_v.md --figures reports/large_v   # the committed section
-    python large_v.py                  # the same study into runs/large_v/ (report.md, PNGs, results.json)
-    python large_v.py --report-only    # redraw from results.json without simulating
+    python analysis/many_nodes.py --report reports/many_nodes.md --figures reports/many_nodes   # the committed section
+    python analysis/many_nodes.py                  # the same study into runs/many_nodes/ (report.md, PNGs, results.json)
+    python analysis/many_nodes.py --report-only    # redraw from results.json without simulating
 
 Writes the report section (a table per claim), small PNGs and results.json (every
 run's config, summary and evaluated curve) beside it, and the runs' event logs
-under runs/large_v/runs/.
+under runs/many_nodes/runs/.
 
 Setting: digits, tau = 5, batch 32, constant lr 0.05 (runs are bounded by
 iterations, so no warm-up or decay), Dirichlet non-iid split, compute time
@@ -61,8 +61,9 @@ def training_walks(nodes, graph):
 
 
 def digits_model_bytes():
+    """The fp32 bytes of the digits task's MLP (64 pixels in, 10 classes out)."""
     import models
-    return 4 * models.num_params(models.build_model("digits", 10, in_features=64))
+    return 4 * models.num_params(models.DigitsMLP(64, num_classes=10))
 
 
 def run_flags(job, model_bytes):
@@ -73,7 +74,8 @@ def run_flags(job, model_bytes):
             "--compute-time-dist", "exponential", "--compute-time-mean", str(COMPUTE_MEAN),
             "--bandwidth", str(model_bytes / TRANSFER_TIME), "--latency", "0", "--gossip-mode", "free",
             # timing jobs run no SGD: a flat model of the MLP's size, so the bytes stay the same
-            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"]]
+            "--emulate-params", str(model_bytes // 4 if job["kind"] == "timing" else 0), "--seed", str(job["seed"]), "--out", job["out"],
+            "--overwrite", "true"]  # the study's own run folders: each study replaces the last one's
 
 
 def iteration_rate(job):
@@ -84,7 +86,7 @@ def iteration_rate(job):
         return job["nodes"] / COMPUTE_MEAN
     import graphs
     P = graphs.transition_matrix(graphs.build_graph(job["graph"], job["nodes"], er_p(job["nodes"]), job["seed"]))
-    stay = np.trace(P) / job["nodes"]
+    stay = P.diagonal().sum() / job["nodes"]
     return job["walks"] / (COMPUTE_MEAN + (1 - stay) * TRANSFER_TIME)
 
 
@@ -124,7 +126,7 @@ def run_job(job, model_bytes):
     from core import build_run
     import simulate
     started = time.process_time()
-    cfg = config.parse_config(run_flags(job, model_bytes), prog="large_v.py")
+    cfg = config.parse_config(run_flags(job, model_bytes), prog="many_nodes.py")
     simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
     run = runs_lib.read_run(job["out"])
     return dict(run, kind=job["kind"], curve={k: v.tolist() for k, v in run["curve"].items()},
@@ -143,7 +145,7 @@ def load_results(path):
     with open(path) as f:
         saved = json.load(f)
     if not all("config" in run for run in saved["results"]):
-        raise ValueError(f"{path} was written by an older large_v.py (one seed, no run configs); rerun the study")
+        raise ValueError(f"{path} was written by an older many_nodes.py (one seed, no run configs); rerun the study")
     for run in saved["results"]:
         run["curve"] = {k: np.array(v, dtype=float) for k, v in run["curve"].items()}
     return saved["results"], saved["runtime"]
@@ -161,8 +163,8 @@ def write_report(results, report_path, figure_dir, runtime, metric, target):
     rel = os.path.relpath(figure_dir, os.path.dirname(report_path) or ".")
     seeds = sorted({r["config"]["seed"] for r in results})
     lines = ["## Large graphs: the claims at V = 20, 50, 100 (simulated)", "",
-             "Produced by `python large_v.py` on the virtual clock of `simulate.py`, which runs the MPI engine's rules "
-             "(algorithms.py) with simulated time: every local update takes an exponential time of mean "
+             "Produced by `python analysis/many_nodes.py` on the virtual clock of `simulate.py`, which runs the MPI "
+             "engine's protocols (protocols.py) with simulated time: every local update takes an exponential time of mean "
              f"{COMPUTE_MEAN * 1e3:g} ms, every model transfer {TRANSFER_TIME * 1e3:g} ms (ResNet-20's 1.09 MB at "
              "1 Gbit/s; the model trained is the digits MLP, so the study is cheap but compute and communication keep "
              f"the paper's proportions). Digits, tau = 5, constant lr 0.05; gossip back to back (free mode). "
@@ -246,9 +248,9 @@ def draw_curves(results, figure_dir, metric, target):
 
 def main(argv):
     parser = argparse.ArgumentParser(description="Simulate SEMANTICS.md §8's claims at V = 20, 50, 100.")
-    parser.add_argument("--report", default="runs/large_v/report.md", help="the markdown section to write")
-    parser.add_argument("--figures", default="runs/large_v", help="folder of the PNGs and results.json")
-    parser.add_argument("--runs", default="runs/large_v/runs", help="folder of the simulated runs' outputs")
+    parser.add_argument("--report", default="runs/many_nodes/report.md", help="the markdown section to write")
+    parser.add_argument("--figures", default="runs/many_nodes", help="folder of the PNGs and results.json")
+    parser.add_argument("--runs", default="runs/many_nodes/runs", help="folder of the simulated runs' outputs")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="seeds of every run")
     parser.add_argument("--metric", default=METRIC, choices=runs_lib.METRICS, help="the metric of the target")
     parser.add_argument("--target", type=float, default=TARGET, help="claims 1, 2, 4: the value of --metric to reach")
@@ -259,7 +261,7 @@ def main(argv):
     results_path = os.path.join(args.figures, "results.json")
     if args.report_only:
         if not os.path.isfile(results_path):
-            print(f"error: {results_path} does not exist; run large_v.py without --report-only first", file=sys.stderr)
+            print(f"error: {results_path} does not exist; run many_nodes.py without --report-only first", file=sys.stderr)
             return 2
         try:
             results, runtime = load_results(results_path)

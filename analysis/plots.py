@@ -28,7 +28,7 @@ import numpy as np
 from core import run_records as runs_lib
 
 # x-axes of the panels: key in a curve, axis label, log scale
-X_AXES = (("time", "time (s)", False),
+X_AXES = (("time", "time (s)", True),  # log: MW-1 runs 10-20 times longer than gossip on one budget
           ("iterations", "iterations (local updates, all nodes)", False),
           ("gigabytes", "communication (GB sent, all nodes)", True),
           ("compute", "cumulative compute time (s, all nodes)", False))
@@ -105,8 +105,9 @@ def save_small_png(fig, path):
     Image.open(buffer).convert("RGB").quantize(colors=64).save(path, optimize=True)
 
 
-def draw_setting(key, algos, png_path, csv_path):
-    """One figure: rows loss and accuracy, columns the four x-axes; and its CSV."""
+def draw_setting(key, algos, png_path, csv_path, targets=()):
+    """One figure: rows loss and accuracy, columns the four x-axes; and its CSV. targets: drawn as
+    lines on the accuracy panels, which then zoom to the band from just below the lowest target."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -137,6 +138,10 @@ def draw_setting(key, algos, png_path, csv_path):
                      for x, a, b, c, d in zip(grid, loss, loss_std, accuracy, accuracy_std)]
     for ax in axes[1]:
         ax.set_ylim(top=1.0)
+        for target in targets:
+            ax.axhline(target, color="grey", ls="--", lw=0.8)
+        if targets:  # the band where the verdicts are made, not 0-1
+            ax.set_ylim(bottom=min(targets) - 0.1)
     for ax in axes.flat:
         readable_ticks(ax)
     # below the panels, not on one: with 7 curves an inside legend hid the first panel's curves
@@ -155,13 +160,13 @@ def draw_setting(key, algos, png_path, csv_path):
         writer.writerows(rows)
 
 
-def draw_all(runs, out_dir):
+def draw_all(runs, out_dir, targets=()):
     """A PNG and a CSV per setting in out_dir; returns {setting key: PNG path}."""
     os.makedirs(out_dir, exist_ok=True)
     figures = {}
     for key, algos in runs_lib.group_runs(runs).items():
         png = os.path.join(out_dir, setting_slug(key) + ".png")
-        draw_setting(key, algos, png, png[:-4] + ".csv")
+        draw_setting(key, algos, png, png[:-4] + ".csv", targets)
         figures[key] = png
     return figures
 
@@ -174,6 +179,10 @@ def draw_throughput(series, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    distinct = {}  # one line per distinct measurement: series with the same points share it and its label
+    for s in series:
+        distinct.setdefault((s["axis"], repr(s["points"])), []).append(s)
+    series = [dict(same[0], name=" = ".join(x["name"] for x in same)) for same in distinct.values()]
     for ax, axis in zip(axes, ("R", "V")):
         for s in (s for s in series if s["axis"] == axis):
             xs = np.array([x for x, _ in s["points"]], dtype=float)

@@ -20,6 +20,7 @@ import datetime
 
 from analysis import claims
 from analysis import plots
+from analysis import verdicts
 from core import run_records as runs_lib
 
 
@@ -141,12 +142,14 @@ def grid_span_text(launches):
     return f"; {jobs} at a time, {busy / 60:.1f} min of wall time"
 
 
-def write_report(runs, metric, target, out_dir, title, command, notes=()):
+def write_report(runs, metric, target, out_dir, title, command, notes=(), targets=None):
     """REPORT.md and figures/ in out_dir; returns {claim number: verdict}. notes: markdown lines on
-    the setting (a preset's), written after the opening paragraph."""
+    the setting (a preset's), written after the opening paragraph. targets: the analysis plan's targets
+    (docs/analysis_plan.md): its verdicts (verdicts.py) come first, and the unpaired analysis at `target`
+    follows as the secondary "previous report" comparison."""
     claims.check_metric(metric)
     groups = runs_lib.group_runs(runs)
-    figures = plots.draw_all(runs, os.path.join(out_dir, "figures"))
+    figures = plots.draw_all(runs, os.path.join(out_dir, "figures"), targets or ())
     diameters = {key: claims.setting_diameter(algos) for key, algos in groups.items()}
     launches = [r["launch"] for r in runs if r["launch"]]
     simulated = all(runs_lib.is_simulated(r) for r in runs)
@@ -169,6 +172,11 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
                    f" of {sum(not p['role'].startswith('exception') for p in c['pairs'])} comparisons supported"
                    for rate, c in by_rate.items()) or "no MW/gossip pairs", bytes_verdict),
     ]
+    plan_lines = []
+    if targets:
+        plan_lines, plan_verdicts = verdicts.report_section(groups, [*targets, verdicts.AREA], metric, diameters)
+        plan_lines += ["The sections after the setting are the previous report's unpaired analysis at the single target "
+                       f"{target:g}, kept as a secondary comparison (the plan's verdicts above decide).", ""]
     throughput_png = os.path.join(out_dir, "figures", "throughput.png")
     if scaling["series"]:
         plots.draw_throughput(scaling["series"], throughput_png)
@@ -189,6 +197,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
              " A load average above the core count means other processes shared the cores: wall-clock and "
              "throughput figures are then lower than the machine can do, iteration and byte counts are not affected."
              if cores and loads else ""), "",
+          *(plan_lines if targets else []),
           *(["## Setting", "", *notes, ""] if notes else []),
           *(simulation_section(runs, metric, target) if simulated else []),
           "How the numbers are computed (runs.eval_curve, claims.to_target): all ranks' event logs are merged on "
@@ -215,9 +224,9 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
     for key, png in figures.items():
         md += ["", f"### {runs_lib.setting_title(key)} (diameter {diameters[key]})", "",
                f"![{runs_lib.setting_title(key)}](figures/{os.path.basename(png)})"]
-    large_v = os.path.join(REPO, "reports", "large_v.md")
-    if os.path.exists(large_v):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
-        link = os.path.relpath(large_v, out_dir)
+    many_nodes = os.path.join(REPO, "reports", "many_nodes.md")
+    if os.path.exists(many_nodes):  # the simulator's study of the same claims on graphs of 20 to 100 nodes
+        link = os.path.relpath(many_nodes, out_dir)
         md += ["", "## Large graphs (simulated)", "",
                f"The same four claims at V = 20, 50 and 100, on the simulator's virtual clock: [{link}]({link})."]
     md += ["", "## Runs", "",
@@ -236,7 +245,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=()):
                   + f" | {cell(run['updates_per_s'], '{:.1f}')} | {cell((run['launch'] or {}).get('load_before'), '{:.1f}')} |")
     with open(os.path.join(out_dir, "REPORT.md"), "w") as f:
         f.write("\n".join(md) + "\n")
-    return {i: verdict for i, (_, _, verdict) in enumerate(rows, 1)}
+    return plan_verdicts if targets else {i: verdict for i, (_, _, verdict) in enumerate(rows, 1)}
 
 
 def main(argv=None):

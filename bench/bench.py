@@ -1,7 +1,7 @@
 """
 How close the MPI engine gets to the ideal: its overhead, measured end to end.
 
-    python bench.py          # about 16 minutes on 2 cores; a table, then one JSON line of ratios
+    python bench/bench.py    # about 16 minutes on 2 cores; a table, then one JSON line of ratios
 
 - engine efficiency: every local update is a sleep of --compute seconds and the model a flat
   buffer of --params fp32 values (main.py --emulate-compute / --emulate-params). A sleep uses no
@@ -110,17 +110,19 @@ def time_split(events, key, args, low=None):
 def contention_free_rate(args, walks):
     """Updates/s of MW-R on the same routes with a zero-overhead engine: hops are instant and
     every visit takes exactly t, so visits end in rounds k*t; a node serves one waiting walk
-    per round, the lowest id first, the others queue (SEMANTICS.md §1)."""
+    per round, as MW's queue does (protocols.WalkQueue: the lowest id first), the others wait."""
     from core import algorithms
     import graphs
+    import protocols
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
-    at, visits, counted = list(range(walks)), [0] * walks, 0
+    queues = [protocols.WalkQueue() for _ in range(args.nodes)]
+    for walk in range(walks):  # walk r starts at node r
+        queues[walk].push(walk, walk)
+    visits, counted = [0] * walks, 0
     for k in range(1, int(round(args.train_time / args.compute)) + 1):
-        served = {}
-        for walk in range(walks):
-            served.setdefault(at[walk], walk)
-        for node, walk in served.items():
-            at[walk] = algorithms.next_node(graph, node, args.seed, walk, visits[walk])
+        served = [(node, queue.pop()) for node, queue in enumerate(queues) if queue]
+        for node, walk in served:
+            queues[algorithms.next_node(graph, node, args.seed, walk, visits[walk])].push(walk, walk)
             visits[walk] += 1
         if args.trim <= k * args.compute < args.train_time - args.trim:
             counted += len(served)
@@ -154,7 +156,7 @@ def pingpong(seconds, num_params):
     """Raw mpi4py ping-pong between ranks 0 and 1 of the engine's walk message; prints s per one-way message."""
     import numpy as np
     from mpi4py import MPI
-    from distributed_training import HEADER_WORDS
+    from engine.wire import HEADER_WORDS
     comm, rank = MPI.COMM_WORLD, MPI.COMM_WORLD.Get_rank()
     message = np.zeros(HEADER_WORDS * 8 + 4 * num_params, dtype=np.uint8)
     other = 1 - rank
@@ -186,11 +188,11 @@ def warm_node(cfg, run, node_id, device, nodes):
     gets, and its flat parameters after one local update: the warm-up, run before any clock starts."""
     import torch
     from core import algorithms
-    import distributed_training
+    from engine import cores
     import models
     node = algorithms.make_node(cfg, run, node_id, device)
     if node.device.type == "cpu":  # the threads of a rank of the V-rank run, not of a K-process job
-        torch.set_num_threads(distributed_training.cpu_threads(nodes))
+        torch.set_num_threads(cores.cpu_threads(nodes))
     params = models.flatten_params(node.model)
     algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
     return node, params
@@ -203,12 +205,12 @@ def compute_only(args, flags):
     from mpi4py import MPI
     from core import algorithms
     from core import config
-    import distributed_training
+    from engine import cores
     from core import build_run
     comm = MPI.COMM_WORLD
     cfg = config.parse_config(flags)
     run = build_run.build_run(cfg, args.nodes)  # the V-node partition; these ranks are its first nodes
-    node, params = warm_node(cfg, run, comm.Get_rank(), distributed_training.pick_device(cfg, comm), args.nodes)
+    node, params = warm_node(cfg, run, comm.Get_rank(), cores.pick_device(cfg, comm), args.nodes)
     start, counted = comm.bcast(time.time()), 0
     while time.time() - start < args.real_time:
         algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
@@ -222,7 +224,8 @@ def rotation(args, flags, walks):
     """The child of --rotation: MW-R's compute with no engine and no MPI. V forked processes build
     nodes 0..V-1 as main.py would; `walks` tokens start at nodes 0..R-1, and after each local update
     a token hops as MW's walk of that id would on the complete graph (algorithms.next_node), over a
-    datagram socket the next process sleeps on; tokens that meet queue. Prints the updates per second of all processes
+    datagram socket the next process sleeps on; tokens that meet queue as MW's walks do
+    (protocols.WalkQueue). Prints the updates per second of all processes
     in the steady window: the cost of moving the work between processes that share the cores."""
     import socket
     import numpy as np
@@ -231,6 +234,7 @@ def rotation(args, flags, walks):
     from core import config
     import graphs
     from core import build_run
+    import protocols
     cfg = config.parse_config(flags)
     run = build_run.build_run(cfg, args.nodes)
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
@@ -244,14 +248,22 @@ def rotation(args, flags, walks):
             inbox.bind(names[k])
             there.send(b"r")
             start = float(there.recv(64))
-            counted = 0
+            counted, queue = 0, protocols.WalkQueue()
             while True:
-                walk, step = np.frombuffer(inbox.recv(16), dtype=np.int64)
-                if walk < 0:
+                inbox.setblocking(not queue)  # sleep for a token only when none waits here
+                try:
+                    while True:  # every token that has arrived joins the queue
+                        walk, step = (int(x) for x in np.frombuffer(inbox.recv(16), dtype=np.int64))
+                        queue.push(walk, (walk, step))
+                        inbox.setblocking(False)
+                except BlockingIOError:
+                    pass
+                walk, step = queue.pop()
+                if walk < 0:  # the stop token: the lowest id, served first
                     break
                 algorithms.local_update(node, params, cfg["tau"], cfg["lr"])
                 counted += args.trim <= time.time() - start < args.real_time - args.trim
-                nxt = algorithms.next_node(graph, k, args.seed, int(walk), int(step))  # MW's routes
+                nxt = algorithms.next_node(graph, k, args.seed, walk, step)  # MW's routes
                 try:
                     outbox.sendto(np.array([walk, step + 1], dtype=np.int64).tobytes(), names[nxt])
                 except OSError:  # that process has stopped: the run is over
@@ -283,7 +295,7 @@ def real_compute_rows(args, model, cifar_dir):
     rows, result, counted = [], {}, []
 
     def computing(ranks):
-        return float(mpirun(ranks, "bench.py", ["--compute-only", "--nodes", str(args.nodes),
+        return float(mpirun(ranks, "bench/bench.py", ["--compute-only", "--nodes", str(args.nodes),
                                                 "--real-time", str(args.real_time), "--trim",
                                                 str(args.trim), "--", *flags, "--walks", "1"],  # walks: any valid
                             args.real_time).split()[-1])
@@ -432,17 +444,17 @@ def main():
     out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
     hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
     counted.append(("MW", out))
-    one_way = float(mpirun(2, "bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
+    one_way = float(mpirun(2, "bench/bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
                                           str(args.hop_time)], args.hop_time).split()[-1])
     rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong",
                  f"{hop / one_way:.3f}", f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B"))
     result["hop_overhead"] = result["hop_over_pingpong"] = round(hop / one_way, 4)  # the second: #15's name
 
     if args.real:
-        import data
+        from tasks import cifar10_files
         cifar_dir = os.path.join(args.out, "cifar-10-batches-py")
         if "resnet20" in args.real:
-            data.write_cifar_folder(cifar_dir, images_per_batch=256, seed=args.seed)
+            cifar10_files.write_cifar_folder(cifar_dir, images_per_batch=256, seed=args.seed)
         for model in args.real:
             model_rows, model_result, model_runs = real_compute_rows(args, model, cifar_dir)
             rows += model_rows

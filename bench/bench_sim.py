@@ -23,7 +23,7 @@ import time
 import torch
 
 from core import config
-import data
+from tasks import cifar10_files
 from core import build_run
 import simulate
 from core.events import read_events
@@ -68,7 +68,7 @@ def main_bench(argv=None):
     work = tempfile.mkdtemp(prefix="bench_sim_")
     task = ["--task", "digits"]
     if args.resnet:
-        data.write_cifar_folder(os.path.join(work, "cifar"), seed=args.seed)
+        cifar10_files.write_cifar_folder(os.path.join(work, "cifar"), seed=args.seed)
         task = ["--task", "cifar10", "--data-dir", os.path.join(work, "cifar"), "--eval-samples", "64"]
     ratios, failed = {}, False
     warm_up(task, work)

@@ -7,12 +7,11 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import data
 import graphs
-from tasks import mnli
 import models
+import tasks
 
 
 # -----------------------------------------------------------------------------
@@ -29,78 +28,35 @@ class Node:
         self.emulate_compute = emulate_compute  # seconds: a local update is a sleep (bench.py)
 
 
-def classification_loss(model, bx, by):
-    return F.cross_entropy(model(bx), by)
-
-
 def make_node(cfg, run, node_id, device):
-    """Build node `node_id`: every node starts from the same seeded model x0."""
-    task_data = run["task_data"]
+    """Build node `node_id` with its task's model, optimizer and loss: every node starts from the
+    same seeded model x0."""
+    task, task_data = tasks.get(cfg["task"]), run["task_data"]
     if cfg["emulate_params"]:
         model = models.FlatBuffer(cfg["emulate_params"]).to(device)
     else:
-        model = models.build_model(cfg["task"], task_data.num_classes, in_features=task_data.train_x.shape[1],
-                                    seed=cfg["seed"], model_dir=cfg["model_dir"]).to(device)
-    groups = models.weight_decay_groups(model, cfg["weight_decay"], cfg["weight_decay_scope"])
-    if cfg["task"] == "mnli":
-        optimizer = torch.optim.Adam(groups, lr=cfg["lr"])
-    else:
-        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"],
-                                    nesterov=cfg["nesterov"] and cfg["momentum"] > 0)
+        torch.manual_seed(cfg["seed"])  # so every rank builds the same x0 (mnli's is the checkpoint)
+        model = task.build_model(cfg, task_data).to(device)
+    optimizer = task.make_optimizer(cfg, models.weight_decay_groups(model, cfg["weight_decay"], cfg["weight_decay_scope"]))
     # each node's batch order is its own, and a pure function of (seed, node)
     batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node_id],
                                 cfg["batch_size"], seed=cfg["seed"] * 100_003 + node_id,
                                 augment=task_data.augment)
-    if cfg["task"] != "mnli":
-        loss_fn = classification_loss
-    elif cfg["mnli_style"] == "authors":
-        loss_fn = mnli.lm_loss_with_padding
-    else:
-        loss_fn = mnli.lm_loss
-    return Node(node_id, model, optimizer, batches, loss_fn, device,
+    return Node(node_id, model, optimizer, batches, task.make_loss(cfg), device,
                 emulate_compute=cfg["emulate_compute"] if cfg["emulate_params"] else None)
 
 
 def make_evaluate(cfg, run, node):
-    """The metrics of the evaluated model: a function model -> dict with keys
+    """The metrics of the evaluated model, as its task computes them: a function model -> dict with keys
     - train_loss, train_accuracy: on a fixed seeded subset of the training set, half of it as the
       authors' train_eval_frac = 0.5, at most cfg["eval_train_samples"] examples when that is > 0
-      (the paper's v1 figures plot these);
+      (data.evaluation_train_subset; the paper's v1 figures plot these);
     - test_loss, test_accuracy: on the test split (later figures plot test accuracy).
-    Classification: mean cross-entropy and accuracy. MNLI: LM loss (mnli_style "authors": the mean
-    over every position of a batch, padding included, as the authors compute it; "masked": per
-    real token) and label accuracy; train_accuracy is nan for MNLI (label choices are built for
-    the test split only). With cfg["bn_recalibrate"] = k > 0, every call first refreshes the
-    BatchNorm statistics of a copy of the model on k batches of this node's shard; the node's
-    own statistics, which training uses, are never changed."""
-    task_data = run["task_data"]
-    train_subset = data.evaluation_train_subset(len(task_data.train_x), cfg["eval_train_samples"], cfg["seed"])
-    if cfg["task"] == "mnli":
-        include_padding = cfg["mnli_style"] == "authors"
-        train_ids, train_labels = task_data.train_x[train_subset], task_data.train_y[train_subset]
-
-        def evaluate(model):
-            test_loss, test_accuracy = mnli.evaluate_mnli(model, task_data, include_padding=include_padding)
-            train_loss = mnli.evaluate_lm_loss(model, train_ids, train_labels, include_padding=include_padding)
-            return dict(train_loss=train_loss, train_accuracy=float("nan"),
-                        test_loss=test_loss, test_accuracy=test_accuracy)
-        return evaluate
-    train_x, train_y = task_data.train_x[train_subset].to(node.device), task_data.train_y[train_subset].to(node.device)
-    test_x, test_y = task_data.test_x.to(node.device), task_data.test_y.to(node.device)
-    recalibration_batches = None
-    if cfg["bn_recalibrate"]:
-        # its own seeded stream over the node's shard, so evaluating never shifts the training batches
-        recalibration_batches = data.ShardBatches(task_data.train_x, task_data.train_y, run["shards"][node.node_id],
-                                                  cfg["batch_size"], seed=cfg["seed"] * 100_003 + node.node_id + (1 << 40),
-                                                  augment=task_data.augment)
-
-    def evaluate(model):
-        if recalibration_batches is not None:
-            model = models.recalibrated_batchnorm(model, recalibration_batches, cfg["bn_recalibrate"])
-        train_loss, train_accuracy = models.evaluate(model, train_x, train_y)
-        test_loss, test_accuracy = models.evaluate(model, test_x, test_y)
-        return dict(train_loss=train_loss, train_accuracy=train_accuracy, test_loss=test_loss, test_accuracy=test_accuracy)
-    return evaluate
+    Classification (tasks/classification.py): mean cross-entropy and accuracy; with
+    cfg["bn_recalibrate"] = k > 0, every call first refreshes the BatchNorm statistics of a copy of
+    the model on k batches of this node's shard, and the node's own statistics, which training
+    uses, are never changed. MNLI (tasks/mnli.py): LM loss and label accuracy, train_accuracy nan."""
+    return tasks.get(cfg["task"]).make_evaluate(cfg, run, node)
 
 
 def lr_at(elapsed, cfg):

@@ -1,13 +1,16 @@
 """
 What a config becomes before training: the graph, the data and its partition
 (build_run), and the one-paragraph plan rank 0 prints (plan_text). Identical on
-every rank from the seed alone; main.py and simulate.py both use it. graphs and
-data (torch) are imported here, after the config has been checked.
+every rank from the seed alone; main.py and simulate.py both use it. graphs, data and
+protocols (torch) are imported here, after the flags have been checked; the algorithm is checked
+here, against the protocols' registry, and the task's record (tasks/) loads its data.
 """
 import numpy as np
 
 import data
 import graphs
+import protocols
+import tasks
 from core import run_records
 from core.config import ConfigError
 
@@ -24,18 +27,16 @@ def build_run(cfg, num_nodes):
         if not torch.cuda.is_available():
             raise ConfigError("device cuda: this host has no usable CUDA GPU (torch.cuda.is_available() is False); "
                               "use --device auto or cpu")
-    if cfg["algorithm"] == "mw" and cfg["walks"] > num_nodes:
-        raise ConfigError(f"walks {cfg['walks']} exceeds the {num_nodes} nodes; R must be <= V")
+    if cfg["algorithm"] not in protocols.PROTOCOLS:  # the registry of algorithms
+        raise ConfigError(f"algorithm {cfg['algorithm']!r} is not one of {', '.join(protocols.PROTOCOLS)}")
+    protocol = protocols.PROTOCOLS[cfg["algorithm"]]
+    protocol.check_run(cfg, num_nodes)
     if len(cfg["failure_times"]) > num_nodes - 1:
         raise ConfigError(f"failure_times lists {len(cfg['failure_times'])} failures but {num_nodes} nodes "
                           f"allow at most {num_nodes - 1} (one node must survive)")
     graph = graphs.build_graph(cfg["graph"], num_nodes, er_p=cfg["er_p"], seed=cfg["seed"])
-    gossip = graphs.gossip_graph(graph, cfg["graph"], cfg["paper_version"]) if cfg["algorithm"] == "gossip" else None
-    task_data = data.load_task_data(cfg["task"], data_dir=cfg["data_dir"], seed=cfg["seed"],
-                                    synthetic_samples=cfg["synthetic_samples"],
-                                    synthetic_features=cfg["synthetic_features"],
-                                    synthetic_classes=cfg["synthetic_classes"], model_dir=cfg["model_dir"],
-                                    mnli_style=cfg["mnli_style"])
+    gossip = protocol.gossip_split(cfg, graph)
+    task_data = tasks.get(cfg["task"]).load_data(cfg)
     if cfg["eval_samples"]:
         task_data = data.subset_test_split(task_data, cfg["eval_samples"], cfg["seed"])
     shards = data.partition_indices(task_data.partition_labels, num_nodes, cfg["partition"], cfg["alpha"], cfg["seed"])
@@ -46,8 +47,11 @@ def plan_text(cfg, run):
     stats = graphs.graph_stats(run["graph"], cfg["laziness"])
     what = run_records.algorithm_label(cfg) + (f", {cfg['gossip_coupling']} coupling" if cfg["algorithm"] == "gossip" else "")
     hist = data.class_histogram(run["task_data"].partition_labels, run["shards"], run["task_data"].num_classes)
-    return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, diameter {stats['diameter']}, "
-            f"spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}), task {cfg['task']}, "
+    shape = (f"diameter {stats['diameter']}, spectral gap {stats['spectral_gap']:.4f}, E[H^2]={stats['E_H2']:.1f}"
+             if stats["diameter"] is not None else
+             f"degrees {stats['degree_min']}-{stats['degree_max']}; diameter and spectrum not computed above "
+             f"{graphs.EXACT_STATS_MAX_NODES:,} nodes")
+    return (f"{what} on {cfg['graph']} (V={stats['nodes']}, {stats['edges']} edges, {shape}), task {cfg['task']}, "
             f"{cfg['partition']} alpha={cfg['alpha']}, tau={cfg['tau']}, budget {cfg['train_time']:g}s"
             + (f" / {cfg['max_iterations']} iterations" if cfg["max_iterations"] else "")
             + "\n" + shard_classes_text(cfg, hist))

@@ -3,8 +3,9 @@ The configuration of a run: every key of `config` is a command-line flag
 (--walks 4, --er-p=0.5, --failure-times 5 10, --nesterov false), parsed with
 argparse, so `python main.py --help` lists them all with their defaults.
 parse_config returns a validated copy; a bad value raises ConfigError with a
-one-line message naming the value and what is allowed. Standard library only:
-main.py checks its flags before importing torch or starting any work.
+one-line message naming the value and what is allowed. Standard library and the
+task registry only (tasks/ imports no torch): main.py checks its flags, and the folders
+the task reads, before importing torch or starting any work.
 """
 import argparse
 import difflib
@@ -13,18 +14,19 @@ import math
 import os
 import re
 
+import tasks
 from simulation import engine_timing  # its constants only: no torch, no numpy at import
 
 # -----------------------------------------------------------------------------
 # every knob of a run, overridden by --key value on the command line
 config = dict(
-    algorithm="mw",          # mw | gossip
+    algorithm="mw",          # mw | gossip: a name in protocols.PROTOCOLS, the registry of algorithms
     walks=4,                 # R, number of concurrent random walks (MW)
     graph="cycle",           # cycle | complete | er | path to a JSON edge list
     er_p=0.3,                # edge probability of the Erdos-Renyi graph
     laziness=0.0,            # extra stay probability of the MW walk
     nodes=0,                 # V; 0 = the MPI world size (the simulator sets it)
-    task="digits",           # digits | synthetic | cifar10 | mnli
+    task="digits",           # digits | synthetic | cifar10 | mnli (tasks/__init__.py)
     partition="dirichlet",   # dirichlet (the authors' partitioner) | dirichlet_plain | iid
     alpha=1.0,               # Dirichlet concentration (smaller = more non-iid)
     tau=5,                   # local SGD steps per visit / per local update
@@ -67,6 +69,7 @@ config = dict(
     latency=1e-4,             # seconds per transfer
     engine_timing="authors",  # authors (their engine's polls and hand-offs, simulation/engine_timing.py) | ideal (none)
     virtual_model_bytes=0,    # > 0: the bytes one model transfer counts and takes (ResNet-20: 1089896), whatever the model trained; 0 = its own
+    eval_network_average=False,  # gossip: at every evaluation also the average of the live nodes' models (model "network_average")
     emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies)
     emulate_compute=0.0,     # with emulate_params, real runs: a local update is a sleep of this many seconds
     # fidelity switches (FIDELITY.md): the authors' behaviour by default, the cleaner variant on request
@@ -78,19 +81,17 @@ config = dict(
     eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
 )
 
-ALGORITHMS = ("mw", "gossip")
 PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")
 GOSSIP_MODES = ("free", "per_update")
 GOSSIP_COUPLINGS = ("authors", "immediate")
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TIME_DISTS = ("fixed", "exponential", "measured")
-TASKS = ("digits", "synthetic", "cifar10", "mnli")
 TRANSFER_DTYPES = ("float32", "bfloat16")
-MODEL_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # what a resumed run may change: how long it runs and how it reports; the rest defines the run
 RESUME_CHANGEABLE = ("train_time", "max_iterations", "eval_interval", "checkpoint_every", "device", "stall_timeout")
 # config.json also records the software versions that produced the run (runs.write_config): not config
 SOFTWARE_KEY = "software"
+TRANSPORT_KEY = "transport"  # ... and which transport ran it, "mpi" or "simulated": not config either
 # how a run starts, not what it is: never taken from a resumed run's config.json
 START_KEYS = ("resume", "overwrite")
 # the allowed values of every number (float keys must also be finite; the two lists are checked below)
@@ -210,6 +211,9 @@ def resumed_config(cfg, given):
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} must hold one JSON object of config keys")
     saved.pop(SOFTWARE_KEY, None)
+    if saved.pop(TRANSPORT_KEY, "mpi") != "mpi":
+        raise ConfigError(f"--resume {folder}: {path} is a simulated run's; a simulated run is reproduced from its "
+                          "seed, not resumed")
     for key, value in saved.items():
         if key not in config:
             raise ConfigError(f"{path}: unknown config key {key!r}")
@@ -269,8 +273,8 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}")
     for key, value in cfg.items():
         _check_type(key, value)
-    _one_of(cfg, "algorithm", ALGORITHMS)
-    _one_of(cfg, "task", TASKS)
+    # algorithm: build_run checks it against protocols.PROTOCOLS, which imports torch (not imported yet here)
+    _one_of(cfg, "task", tuple(tasks.TASKS))
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
     _one_of(cfg, "gossip_coupling", GOSSIP_COUPLINGS)
@@ -300,8 +304,9 @@ def validate_config(cfg, check_paths=True):
         raise ConfigError(f"decay_fractions must lie in (0, 1), got {cfg['decay_fractions']}")
     if cfg["emulate_params"] and cfg["compute_time_dist"] == "measured":
         raise ConfigError("compute_time_dist measured times real updates, so it cannot be combined with emulate_params")
-    if cfg["bn_recalibrate"] and (cfg["task"] != "cifar10" or cfg["emulate_params"]):
-        raise ConfigError(f"bn_recalibrate {cfg['bn_recalibrate']} needs a model with BatchNorm: task cifar10 "
+    if cfg["bn_recalibrate"] and (not tasks.get(cfg["task"]).batchnorm or cfg["emulate_params"]):
+        with_batchnorm = " or ".join(name for name, task in tasks.TASKS.items() if task.batchnorm)
+        raise ConfigError(f"bn_recalibrate {cfg['bn_recalibrate']} needs a model with BatchNorm: task {with_batchnorm} "
                           f"without emulate_params")
     if any(t < 0 for t in cfg["failure_times"]):
         raise ConfigError(f"failure_times must be >= 0 seconds, got {cfg['failure_times']}")
@@ -310,9 +315,16 @@ def validate_config(cfg, check_paths=True):
     if check_paths:
         if cfg["graph"].endswith(".json") and not os.path.isfile(cfg["graph"]):
             raise ConfigError(f"graph file {cfg['graph']} does not exist")
-        if cfg["task"] in ("cifar10", "mnli") and not os.path.isdir(cfg["data_dir"]):
-            raise ConfigError(f"data_dir {cfg['data_dir']} does not exist (task {cfg['task']} reads its data from it)")
-        if cfg["task"] == "mnli" and not os.path.isdir(cfg["model_dir"]):
-            raise ConfigError(f"model_dir {cfg['model_dir']!r} does not exist (task mnli loads a local OPT checkpoint from it)")
-        if cfg["task"] == "mnli" and not any(os.path.isfile(os.path.join(cfg["model_dir"], f)) for f in MODEL_WEIGHT_FILES):
-            raise ConfigError(f"model_dir {cfg['model_dir']} has no weights (expected {' or '.join(MODEL_WEIGHT_FILES)})")
+        check_folders(cfg)
+
+
+def check_folders(cfg):
+    """The folders the task reads (its record's `folders`) exist and hold the files it needs."""
+    task = tasks.get(cfg["task"])
+    for folder in task.folders:
+        path = cfg[folder.key]
+        if not os.path.isdir(path):
+            raise ConfigError(f"{folder.key} {path!r} does not exist (task {task.name} reads {folder.holds} from it)")
+        if folder.files and not any(os.path.isfile(os.path.join(path, f)) for f in folder.files):
+            raise ConfigError(f"{folder.key} {path} has none of {', '.join(folder.files)} "
+                              f"(task {task.name} reads {folder.holds} from it)")

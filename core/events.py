@@ -158,10 +158,10 @@ def counter_totals(counters):
     return {key: sum(c[key] for c in counters) for key in COUNTERS}
 
 
-def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time, final_metrics, network_average=None,
+def write_final_summary(out_dir, cfg, counters, transport, model_bytes, wall_time, final_metrics, network_average=None,
                         active_nodes=None, **extra):
     """The summary of a finished run, from every node's counters and the final model's EVAL_METRICS
-    (and the gossip network average's); the MPI engine and the simulator share it."""
+    (and the gossip network average's); the MPI engine (transport "mpi") and the simulator ("simulated") share it."""
     totals = counter_totals(counters)
     if active_nodes is not None:  # gossip: how often the active nodes exchanged, per local update (FIDELITY.md)
         active_updates = sum(counters[v]["iterations"] for v in active_nodes)
@@ -171,7 +171,7 @@ def write_final_summary(out_dir, cfg, counters, backend, model_bytes, wall_time,
     final = {f"final_{key}": value for key, value in final_metrics.items()}
     if network_average is not None:
         final.update({f"network_average_{key}": value for key, value in network_average.items()})
-    summary = write_summary(out_dir, cfg, len(counters), backend=backend, model_bytes=model_bytes,
+    summary = write_summary(out_dir, cfg, len(counters), transport=transport, model_bytes=model_bytes,
                             wall_time_s=wall_time, **final, **totals, complete=True, **extra)
     print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
           f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_metrics['test_accuracy']:.4f}", flush=True)

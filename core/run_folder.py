@@ -1,9 +1,14 @@
 """
-A run folder (--out) belongs to one run. Before any work every rank checks that it
-can write there; rank 0 then locks the folder for the run's lifetime (a second run
-into it refuses at once) and refuses a folder that holds another run's files,
-unless --overwrite true, which removes them once every rank has agreed to start.
---resume continues in its own folder and keeps its files.
+The one gate for run folders (--out): every writer of a run (main.py on every rank, simulate.py,
+the experiment and study scripts through them) goes through it before it writes.
+  - a live run's folder is always refused: the run holds OUT/.lock (an flock, released when its
+    process ends, so a killed run leaves no stale lock; the file itself stays and names the last holder);
+  - a finished or failed run's folder (config.json, summary.json, events-rank*.jsonl, checkpoint/)
+    is refused unless --overwrite true, which removes those files (and nothing else);
+  - --resume continues in its own folder and keeps its files.
+Under MPI every rank checks, and all ranks agree between the steps (main.py), so every rank gives the
+same reason: first that the folder is writable and not in use (`check_writable`, `check_not_live`),
+then, once rank 0 holds the lock, that it holds no earlier run (`refuse_previous_run`).
 """
 import fcntl
 import glob
@@ -15,6 +20,7 @@ from core.config import ConfigError
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("config.json", "summary.json", "events-rank*.jsonl", "checkpoint")  # what a run writes; globs allowed
+CHECKPOINT_DIR = "checkpoint"
 
 
 def check_writable(out):
@@ -31,6 +37,25 @@ def check_writable(out):
         raise ConfigError(f"--out {out} is not a writable folder: {e.strerror}") from None
 
 
+def in_use_error(out, holder):
+    return ConfigError(f"--out {out} is in use by a live run ({holder} holds {os.path.join(out, LOCK_FILE)}); "
+                       "wait for it to end or choose another --out")
+
+
+def check_not_live(out):
+    """Refuse a folder whose lock a live process holds: try the lock, and let it go at once."""
+    path = os.path.join(out, LOCK_FILE)
+    if not os.path.exists(path):
+        return
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise in_use_error(out, handle.read().strip() or "another process") from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def lock(out):
     """Hold OUT/.lock (flock) until this process ends; the open file must stay referenced."""
     path = os.path.join(out, LOCK_FILE)
@@ -41,7 +66,7 @@ def lock(out):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise ConfigError(f"--out {out} is in use by another run ({holder} holds {path}); wait for it or choose another --out") from None
+        raise in_use_error(out, holder) from None
     handle.truncate(0)
     handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
     handle.flush()
@@ -53,15 +78,35 @@ def previous_run_files(out):
     return sorted(os.path.basename(p) for pattern in RUN_FILES for p in glob.glob(os.path.join(out, pattern)))
 
 
-def refuse_previous_run(out):
+def refuse_previous_run(out, resumable=True):
+    """Refuse a folder holding an earlier run. `--resume` is offered only where it can work: an MPI run
+    (resumable) whose folder has a checkpoint."""
     found = previous_run_files(out)
     if found:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
-        raise ConfigError(f"--out {out} holds another run ({shown}); pass --overwrite true to replace it, "
-                          f"--resume {out} to continue it, or choose another --out")
+        resume = (f", --resume {out} to continue it" if resumable and CHECKPOINT_DIR in found else "")
+        raise ConfigError(f"--out {out} holds another run ({shown}); pass --overwrite true to replace it{resume}, "
+                          "or choose another --out")
 
 
 def remove_previous_run(out):
     for name in previous_run_files(out):
         path = os.path.join(out, name)
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def claim(out, overwrite):
+    """The gate for a writer that is one process (the simulator): the folder is writable, not in use,
+    and holds no earlier run unless `overwrite`, in which case the earlier run's files go. Returns the
+    lock, to hold while writing (close it, or end the process, to free the folder)."""
+    check_writable(out)
+    handle = lock(out)
+    try:
+        if overwrite:
+            remove_previous_run(out)
+        else:
+            refuse_previous_run(out, resumable=False)
+    except BaseException:
+        handle.close()
+        raise
+    return handle

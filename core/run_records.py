@@ -1,9 +1,9 @@
 """
 Run folders, run names and run launches: the one reader, the one set of labels and
-the one mpirun command line that plots.py, report.py, large_v.py, experiments.py,
+the one mpirun command line that plots.py, report.py, many_nodes.py, experiments.py,
 plot_failures.py and bench.py share.
 
-A run folder holds config.json, summary.json (its "backend" is "mpi" or "sim"),
+A run folder holds config.json and summary.json (both say its "transport": "mpi" or "simulated"),
 events-rank<k>.jsonl (events.py) and, when experiments.py launched it, launch.json.
 """
 import json
@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from core.config import SOFTWARE_KEY
+from core.config import SOFTWARE_KEY, TRANSPORT_KEY
 from core.events import EVAL_METRICS, read_events
 
 # What an eval event may carry; older runs log the test pair only. "Reaching" a target
@@ -41,14 +41,15 @@ def is_complete(path):
         return False
 
 
-def eval_curve(events):
-    """The evaluated model's curve, merged over ranks: for each eval of "node0" logged at rank 0
+def eval_curve(events, model="node0"):
+    """The evaluated model's curve, merged over ranks: for each eval of `model` ("node0", or gossip's
+    "network_average" with --eval-network-average) logged at rank 0
     (after a failure another node evaluates it, still logged at rank 0), its time, the metrics
     every eval carries, and the updates, bytes and compute seconds of all ranks with t <= that time.
     Ranks share one time origin (rank 0's clock, broadcast at start), so the merge is exact."""
     updates = sorted((e["t"], e["duration"]) for e in events if e["type"] == "update")
     transfers = sorted((e["t"], e["bytes"]) for e in events if e["type"] == "transfer")
-    evals = [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
+    evals = [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == model]
     update_t = np.array([t for t, _ in updates], dtype=float)
     update_s = np.cumsum([0.0] + [d for _, d in updates])
     transfer_b = np.cumsum([0] + [b for _, b in transfers])
@@ -70,14 +71,18 @@ def updates_per_s(update_times):
 
 
 def read_run(path):
-    """One run folder: dict(dir, name, config, summary, launch (None if absent), curve, updates_per_s)."""
-    curve, update_times = eval_curve(read_events(path))
+    """One run folder: dict(dir, name, config, summary, launch (None if absent), curve, updates_per_s,
+    average_curve: gossip's network average at every evaluation (--eval-network-average), else None)."""
+    events = read_events(path)
+    curve, update_times = eval_curve(events)
+    average_curve = eval_curve(events, "network_average")[0]
     launch = os.path.join(path, "launch.json")
     return dict(dir=str(path), name=os.path.basename(os.path.normpath(path)),
                 config=read_json(os.path.join(path, "config.json")),
                 summary=read_json(os.path.join(path, "summary.json")),
                 launch=read_json(launch) if os.path.isfile(launch) else None,
-                curve=curve, updates_per_s=updates_per_s(update_times))
+                curve=curve, updates_per_s=updates_per_s(update_times),
+                average_curve=average_curve if len(average_curve["time"]) > 1 else None)  # more than the final one
 
 
 def find_runs(paths):
@@ -90,7 +95,8 @@ def find_runs(paths):
 
 
 def is_simulated(run):
-    return run["summary"].get("backend") == "sim"
+    summary = run["summary"]  # runs written before "transport" said "backend": "sim"
+    return summary.get("transport", summary.get("backend")) in ("simulated", "sim")
 
 
 # -----------------------------------------------------------------------------
@@ -170,10 +176,11 @@ def group_runs(runs):
 # -----------------------------------------------------------------------------
 # launching ranks and recording what ran
 
-def write_config(cfg):
-    """OUT/config.json: the run's config, and under SOFTWARE_KEY the versions that produced it."""
+def write_config(cfg, transport):
+    """OUT/config.json: the run's config, the transport that runs it ("mpi" or "simulated"), and under
+    SOFTWARE_KEY the versions that produced it."""
     with open(os.path.join(cfg["out"], "config.json"), "w") as f:
-        json.dump(dict(cfg, **{SOFTWARE_KEY: software_versions()}), f, indent=2)
+        json.dump(dict(cfg, **{TRANSPORT_KEY: transport, SOFTWARE_KEY: software_versions()}), f, indent=2)
 
 
 def software_versions():

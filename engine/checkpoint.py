@@ -30,7 +30,7 @@ walks with their headers, the aggregator's x, snapshots and joined walks, the
 retirement count and the retired walks; gossip: the live model, the local updates
 done, the partner RNG; both: the failures logged). The clock keeps running while a checkpoint is taken.
 
---resume DIR re-reads DIR/config.json (main.resumed_config), loads every rank's
+--resume DIR re-reads DIR/config.json (config.resumed_config), loads every rank's
 file of the latest round, cuts each event log back to its length at the
 checkpoint, restarts the clock at the saved elapsed time (the time-based LR
 schedule, evaluations, failures and budget go on from there) and continues,
@@ -48,9 +48,7 @@ import torch
 from mpi4py import MPI
 
 from core.events import remove_quietly, write_json_atomically
-
-# distinct from distributed_training's tags (1..8)
-TAG_READY, TAG_SAVE, TAG_SAVED, TAG_RESUME = 21, 22, 23, 24
+from engine.wire import TAG_READY, TAG_RESUME, TAG_SAVE, TAG_SAVED
 
 
 class CheckpointError(ValueError):

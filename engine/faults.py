@@ -25,8 +25,8 @@ from mpi4py import MPI
 
 from engine import supervisor
 from core.events import amend_summary, counter_totals
+from engine.wire import TAG_COUNTERS, TAG_FAULT, TAG_FAULT_SEEN, TAG_SUMMARY_WRITTEN
 
-TAG_FAULT, TAG_FAULT_SEEN, TAG_COUNTERS, TAG_SUMMARY_WRITTEN = 31, 32, 33, 34  # distinct from the engine's
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
 PEER_DEATH_GRACE = 3.0  # an MPI error is mostly a peer that died: its supervisor names it, the launcher ends us first
 GATHER_TIMEOUT = 3.0   # seconds rank 0 waits for the counters of interrupted ranks
@@ -88,7 +88,7 @@ def record_fault(cfg, line):
 
 def wake_rank0():
     """Wakes rank 0's communication thread to take a report; the engine replaces it once its
-    ranks can wake each other (distributed_training.Waker)."""
+    ranks can wake each other (engine/waker.py, Waker)."""
 
 
 def end_on_fault(comm, cfg, thread, error):

@@ -32,7 +32,7 @@ check() {
     fi
 }
 
-python -c "import data; data.write_cifar_folder('$work/cifar', images_per_batch=256)"
+python -c "from tasks import cifar10_files; cifar10_files.write_cifar_folder('$work/cifar', images_per_batch=256)"
 
 mpi_run() {  # ALGORITHM FLAGS...: 5 s of a 4-rank run on the GPU, then its summary must count updates
     local out=$work/$1
@@ -53,7 +53,7 @@ import math
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 from core import algorithms
-from tasks import mnli
+from tasks import multinli
 import models
 
 # OPT-125M's shapes (facebook/opt-125m config.json), random weights
@@ -73,7 +73,7 @@ class RandomTokens:
         return tokens, tokens.clone()
 
 
-node = algorithms.Node(0, model, torch.optim.Adam(model.parameters(), lr=1e-5), RandomTokens(), mnli.lm_loss, device)
+node = algorithms.Node(0, model, torch.optim.Adam(model.parameters(), lr=1e-5), RandomTokens(), multinli.lm_loss, device)
 params = models.flatten_params(model)
 before = params.clone()
 loss = algorithms.local_update(node, params, 2, 1e-5)

@@ -34,8 +34,9 @@ CPU_MIN_BATCH = 4
 
 def can_batch(node):
     """Whether node's local update is one this module computes exactly as local_update does:
-    a real model (not an emulated one) under plain SGD (no dampening, no maximize: Adam for
-    mnli is left to the sequential path)."""
+    a real model (not an emulated one) under plain SGD (no dampening, no maximize: Adam is left
+    to the sequential path). Whether the task's model and loss run under vmap at all is its
+    record's `batchable` (tasks/), which the simulator checks beside this."""
     optimizer = node.optimizer
     return (node.emulate_compute is None and type(optimizer) is torch.optim.SGD
             and all(group["dampening"] == 0 and not group["maximize"] for group in optimizer.param_groups)

@@ -12,9 +12,12 @@ import data
 from core import config
 from core import build_run
 import models
+from tasks import cifar10_files
 import simulate
 from core.events import read_events
-from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twin_nodes(cfg, run):
@@ -57,6 +60,7 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, mom
                                            atol=momentum_atol or atol)
 
 
+@pytest.mark.slow
 def test_mlp_updates_match_the_sequential_path(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
     run = build_run.build_run(cfg, cfg["nodes"])
@@ -66,6 +70,7 @@ def test_mlp_updates_match_the_sequential_path(tmp_path):
     assert_same_nodes(*state, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_flushes_run_one_at_a_time_on_the_nodes_bank_rows(tmp_path):
     """Flushes below min_batch go through algorithms.local_update on the node itself; mixed with
     vmapped ones, every node's parameters, momentum and results still equal the sequential path's."""
@@ -83,11 +88,12 @@ def cifar_shaped_run(cfg, samples=48):
     images = torch.randn(samples, 3, 32, 32, generator=generator)
     labels = torch.randint(0, 10, (samples,), generator=generator)
     task_data = data.make_task_data(images, labels, images[:8], labels[:8], num_classes=10,
-                                    augment=data.augment_cifar_batch)
+                                    augment=cifar10_files.augment_cifar_batch)
     shards = data.partition_indices(task_data.partition_labels, cfg["nodes"], seed=cfg["seed"])
     return dict(task_data=task_data, shards=shards)
 
 
+@pytest.mark.slow
 def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path):
     cfg = config.parse_config(["--task", "cifar10", "--data-dir", str(tmp_path), "--nodes", "3", "--tau", "2", "--batch-size", "8",
                              "--out", str(tmp_path)])
@@ -107,6 +113,7 @@ def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path)
 FLOAT_FIELDS = {"loss": 1e-5, "test_loss": 1e-5, "test_accuracy": 0.0}  # absolute tolerances
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_batched_event_logs_equal_the_sequential_ones_up_to_rounding(tmp_path, monkeypatch, algorithm):
     flags = ["--algorithm", algorithm, "--nodes", "8", "--walks", "3", "--task", "digits", "--max-iterations", "200",

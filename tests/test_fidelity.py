@@ -11,9 +11,9 @@ import data
 import graphs
 from core import config
 from core import build_run
-from tasks import mnli
+from tasks import cifar10_files, multinli
 import models
-from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
+from conftest import REPO
 
 PAPER = "configs/paper/"
 ER = PAPER + "erdos_renyi_graph_20_nodes.json"
@@ -25,7 +25,7 @@ def cifar_like_run(num_nodes=2, per_class=8, seed=0):
     labels = np.repeat(np.arange(10), per_class)
     task_data = data.make_task_data(torch.randn(len(labels), 3, 32, 32, generator=generator), labels,
                                     torch.randn(20, 3, 32, 32, generator=generator), np.arange(20) % 10,
-                                    num_classes=10, augment=data.augment_cifar_batch)
+                                    num_classes=10, augment=cifar10_files.augment_cifar_batch)
     return dict(task_data=task_data, shards=data.partition_indices(labels, num_nodes, "iid", seed=seed))
 
 
@@ -129,8 +129,9 @@ def test_partition_is_seeded_and_unknown_ones_are_named():
 def test_cli_prints_statistics_and_at_most_8_nodes():
     import subprocess
     import sys
+    from conftest import REPO
     out = subprocess.run([sys.executable, "data.py", "--nodes", "20", "--alpha", "0.1"], capture_output=True,
-                         text=True, timeout=120, cwd=config.__file__.rsplit("/", 1)[0])
+                         text=True, timeout=120, cwd=REPO)
     lines = out.stdout.strip().splitlines()
     assert "KL from uniform" in lines[0] and "top class" in lines[0]
     assert len(lines) == 1 + 1 + 8 + 1 and lines[-1].startswith("... 12 more nodes")
@@ -168,48 +169,49 @@ def test_v1_file_is_the_authors_json_format():
 # ----------------------------------------------------------------------------- 5. MNLI text and loss
 
 def test_authors_text_ends_with_the_literal_string(tiny, tokenizer):
-    task = mnli.load_mnli(tiny["hf"], tiny["model"], style="authors")
+    task = multinli.load_mnli(tiny["hf"], tiny["model"], style="authors")
     premise, hypothesis, label, _ = tiny["train"][0]
-    length = int((task.train_y[0] != mnli.IGNORE).sum())
+    length = int((task.train_y[0] != multinli.IGNORE).sum())
     text = tokenizer.decode(task.train_x[0, :length], skip_special_tokens=True)
-    assert text.endswith(f" {mnli.LABEL_WORDS[label]}<|endoftext|>")
+    assert text.endswith(f" {multinli.LABEL_WORDS[label]}<|endoftext|>")
     assert task.train_x[0, length - 1] != tokenizer.eos_token_id
-    masked = mnli.load_mnli(tiny["hf"], tiny["model"], style="masked")
-    assert masked.train_x[0, int((masked.train_y[0] != mnli.IGNORE).sum()) - 1] == tokenizer.eos_token_id
+    masked = multinli.load_mnli(tiny["hf"], tiny["model"], style="masked")
+    assert masked.train_x[0, int((masked.train_y[0] != multinli.IGNORE).sum()) - 1] == tokenizer.eos_token_id
 
 
 def test_authors_loss_scores_padding_masked_loss_does_not(tiny, model):
     task = tiny["task"]
-    lengths = (task.train_y != mnli.IGNORE).sum(1)
+    lengths = (task.train_y != multinli.IGNORE).sum(1)
     i, j = int(lengths.argmin()), int(lengths.argmax())
     ids, labels = task.train_x[[i, j]], task.train_y[[i, j]]
     width = int(lengths[j])
     with torch.no_grad():
-        mask = (labels[:, :width] != mnli.IGNORE).long()
+        mask = (labels[:, :width] != multinli.IGNORE).long()
         logits = model(input_ids=ids[:, :width], attention_mask=mask).logits
         by_hand = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:width].flatten())
-        authors = mnli.lm_loss_with_padding(model, ids, labels)
-        masked = mnli.lm_loss(model, ids, labels)
+        authors = multinli.lm_loss_with_padding(model, ids, labels)
+        masked = multinli.lm_loss(model, ids, labels)
     assert authors == pytest.approx(float(by_hand), rel=1e-5)
     # a random tiny model scores padding about like text, so compare what each counts
-    real = labels[:, 1:width] != mnli.IGNORE
+    real = labels[:, 1:width] != multinli.IGNORE
     with torch.no_grad():
         nll = torch.nn.functional.cross_entropy(model(input_ids=ids[:, :width]).logits[:, :-1].flatten(0, 1),
-                                                labels[:, 1:width].flatten(), ignore_index=mnli.IGNORE,
+                                                labels[:, 1:width].flatten(), ignore_index=multinli.IGNORE,
                                                 reduction="sum")
     assert masked == pytest.approx(float(nll / real.sum()), rel=1e-5)
-    positions = mnli.summed_nll(model, ids, labels, include_padding=True)[1]
-    assert positions == 2 * (width - 1) > mnli.summed_nll(model, ids, labels)[1] == int(real.sum())
+    positions = multinli.summed_nll(model, ids, labels, include_padding=True)[1]
+    assert positions == 2 * (width - 1) > multinli.summed_nll(model, ids, labels)[1] == int(real.sum())
 
 
 def test_node_loss_follows_mnli_style(tiny):
     cfg = dict(config.config, task="mnli", model_dir=tiny["model"])
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
-    assert algorithms.make_node(cfg, run, 0, torch.device("cpu")).loss_fn is mnli.lm_loss_with_padding
+    assert algorithms.make_node(cfg, run, 0, torch.device("cpu")).loss_fn is multinli.lm_loss_with_padding
     masked = algorithms.make_node(dict(cfg, mnli_style="masked"), run, 0, torch.device("cpu"))
-    assert masked.loss_fn is mnli.lm_loss
+    assert masked.loss_fn is multinli.lm_loss
 
 
+@pytest.mark.slow
 def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
     cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
@@ -223,6 +225,7 @@ def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
 
 # ----------------------------------------------------------------------------- 6. BatchNorm recalibration
 
+@pytest.mark.slow
 def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
     cfg = cifar_cfg(bn_recalibrate=3)
     run = cifar_like_run()
@@ -236,10 +239,10 @@ def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
     assert metrics["test_loss"] != plain["test_loss"]
     # the copy's stem statistics are the mean of the k batches' means
     batches = data.ShardBatches(run["task_data"].train_x, run["task_data"].train_y, run["shards"][1], 8, seed=5,
-                                augment=data.augment_cifar_batch)
+                                augment=cifar10_files.augment_cifar_batch)
     copy = models.recalibrated_batchnorm(node.model, batches, 3)
     replay = data.ShardBatches(run["task_data"].train_x, run["task_data"].train_y, run["shards"][1], 8, seed=5,
-                               augment=data.augment_cifar_batch)
+                               augment=cifar10_files.augment_cifar_batch)
     with torch.no_grad():
         means = [node.model.conv(replay.next_batch()[0]).mean((0, 2, 3)) for _ in range(3)]
     assert torch.allclose(copy.bn.running_mean, torch.stack(means).mean(0), atol=1e-5)

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from analysis import plot_failures  # noqa: E402
 from analysis import plots  # noqa: E402
+from core import run_records as runs_lib  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,12 +81,13 @@ def write_run(path, backend, seed, algorithm="mw", failures=()):
         f.writelines(json.dumps(e) + "\n" for e in events)
 
 
+@pytest.mark.slow
 def test_figure_titles_count_seeds_and_say_virtual_time(tmp_path, monkeypatch):
     titles, xlabels = [], []
     real_draw = plots.draw_setting
 
-    def spy(key, algos, png, csv_path):
-        real_draw(key, algos, png, csv_path)
+    def spy(key, algos, png, csv_path, targets=()):
+        real_draw(key, algos, png, csv_path, targets)
         fig = plt.gcf()
         titles.append(fig._suptitle.get_text() if fig._suptitle else "")
 
@@ -132,3 +134,26 @@ def test_throughput_figure_draws_the_core_limit(tmp_path, monkeypatch):
     assert len(limit) == 1 and limit[0].get_ydata().tolist() == [10.0, 20.0, 20.0]
     assert not [line for line in gossip_panel.get_lines() if "limit" in line.get_label()]
     assert os.path.getsize(tmp_path / "throughput.png") > 0
+
+
+def test_accuracy_panels_draw_the_targets_and_zoom_to_their_band(tmp_path, monkeypatch):
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    for seed in (0, 1):
+        write_run(tmp_path / "sim" / f"s{seed}", "sim", seed)
+    runs = runs_lib.find_runs([str(tmp_path / "sim")])
+    key, algos = next(iter(runs_lib.group_runs(runs).items()))
+    plots.draw_setting(key, algos, str(tmp_path / "f.png"), str(tmp_path / "f.csv"), targets=(0.9, 0.95))
+    accuracy_panels = [ax for ax in plt.gcf().axes if ax.get_ylabel() == "test accuracy"]
+    assert accuracy_panels and all(ax.get_ylim()[0] == pytest.approx(0.8) for ax in accuracy_panels)
+    assert all({0.9, 0.95} <= {line.get_ydata()[0] for line in ax.get_lines()} for ax in accuracy_panels)
+    assert [ax.get_xscale() for ax in plt.gcf().axes if ax.get_xlabel().startswith("virtual time")] == ["log", "log"]
+
+
+def test_the_throughput_figure_draws_one_line_per_distinct_measurement(tmp_path, monkeypatch):
+    monkeypatch.setattr(plt, "close", lambda fig=None: None)
+    same = [(5, (90.0, 88.0, 92.0)), (10, (190.0, 185.0, 195.0))]
+    series = [dict(name=f"gossip {rate}", axis="V", points=same, cores=None) for rate in ("a", "b", "c")]
+    series.append(dict(name="MW-R", axis="R", points=[(1, (30.0, 29.0, 31.0)), (5, (130.0, 128.0, 132.0))], cores=None))
+    plots.draw_throughput(series, str(tmp_path / "t.png"))
+    v_panel = next(ax for ax in plt.gcf().axes if ax.get_xlabel().startswith("nodes V"))
+    assert [t.get_text() for t in v_panel.get_legend().get_texts()] == ["gossip a = gossip b = gossip c"]

@@ -34,7 +34,7 @@ def write_json(path, obj):
 
 def test_cycle_of_four_by_hand():
     G = build_graph("cycle", 4)
-    P = transition_matrix(G)
+    P = transition_matrix(G).toarray()
     assert np.allclose(P, [[0, .5, 0, .5], [.5, 0, .5, 0], [0, .5, 0, .5], [.5, 0, .5, 0]])
     stats = graph_stats(G)
     # From 0 the walk steps to 1 or 3; from there it returns w.p. 1/2, else goes to 2 and comes
@@ -60,7 +60,7 @@ def test_complete_of_three_by_hand():
 
 def test_path_of_three_by_hand():
     G = nx.path_graph(3)  # degrees 1, 2, 1: P = [[1/2, 1/2, 0], [1/2, 0, 1/2], [0, 1/2, 1/2]]
-    assert np.allclose(transition_matrix(G), [[.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
+    assert np.allclose(transition_matrix(G).toarray(), [[.5, .5, 0], [.5, 0, .5], [0, .5, .5]])
     # Hitting 0: h1 = 1 + h2/2, h2 = 1 + h1/2 + h2/2 -> h1 = 4, h2 = 6.
     # Second moments m = E[T^2]: m1 = 1 + 2(h2/2) + m2/2, m2 = 1 + 2(h1/2 + h2/2) + m1/2 + m2/2
     # -> m1 = 36, m2 = 58. H = 1 w.p. 1/2 (stay), else 1 + T_1:
@@ -74,7 +74,7 @@ def test_return_time_moments_match_the_distribution_of_H():
     # independent check: sum t P(H = t) and t^2 P(H = t) from the taboo chain, truncated far out
     G = load_graph_json(PAPER_GRAPHS["erdos_renyi"])
     for laziness in (0.0, 0.3):
-        P = transition_matrix(G, laziness)
+        P = transition_matrix(G, laziness).toarray()
         t = np.arange(1, 20001)
         probabilities = [P[0, 0]]
         away = P[0, 1:].copy()  # mass of walks that left 0 and have not come back
@@ -130,7 +130,7 @@ def some_graphs():
 @pytest.mark.parametrize("laziness", [0.0, 0.25, 0.9])
 def test_transition_matrix_is_symmetric_stochastic_with_uniform_stationary(laziness):
     for G in some_graphs():
-        P = transition_matrix(G, laziness)
+        P = transition_matrix(G, laziness).toarray()
         V = len(G)
         assert np.allclose(P, P.T)
         assert np.allclose(P.sum(axis=1), 1)
@@ -140,18 +140,18 @@ def test_transition_matrix_is_symmetric_stochastic_with_uniform_stationary(lazin
 
 
 def test_transition_matrix_entries_are_metropolis_hastings():
-    P = transition_matrix(lollipop())
+    P = transition_matrix(lollipop()).toarray()
     assert P[0, 1] == pytest.approx(1 / 2) and P[0, 2] == pytest.approx(1 / 3) and P[2, 3] == pytest.approx(1 / 3)
     assert P[3, 3] == pytest.approx(2 / 3)  # degree-1 node proposes 2 and is accepted w.p. 1/3
     assert P[0, 0] == pytest.approx(1 / 6)
-    lazy = transition_matrix(lollipop(), laziness=0.5)
+    lazy = transition_matrix(lollipop(), laziness=0.5).toarray()
     assert np.allclose(lazy, 0.5 * np.eye(4) + 0.5 * P)
 
 
 @pytest.mark.parametrize("laziness", [0.0, 0.3])
 def test_mh_next_node_frequencies_match_P(laziness):
     G = lollipop()
-    P = transition_matrix(G, laziness)
+    P = transition_matrix(G, laziness).toarray()
     rng = np.random.default_rng(1234)
     samples = 20000
     for i in G:
@@ -398,3 +398,18 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, monkeypatch, args, message)
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith("error:")
     assert message in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,p", [("cycle", 0.0), ("er", 12 / 100_000)])  # ER: mean degree 12, just above ln V, so a draw is connected about half the time
+def test_graphs_of_100000_nodes_stay_sparse(name, p):
+    """A V = 100,000 graph, its walk's transitions and its statistics in memory linear in V + E (the
+    dense V x V transition matrix alone would take 80 GB)."""
+    G = build_graph(name, 100_000, er_p=p or 0.3, seed=0)
+    P = transition_matrix(G)
+    assert P.shape == (100_000, 100_000) and P.nnz == 100_000 + 2 * G.number_of_edges()
+    assert np.allclose(P.sum(axis=1), 1) and abs(P - P.T).max() < 1e-12  # stochastic, symmetric: uniform stationary
+    stats = graph_stats(G)
+    assert stats["nodes"] == 100_000 and stats["diameter"] is None and stats["E_H2"] is None
+    if name == "er":
+        assert 11 < 2 * stats["edges"] / stats["nodes"] < 13

@@ -1,5 +1,6 @@
 """MultiNLI + OPT on a tiny random OPT, a tokenizer trained on the test's own text, and tiny
-MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files)."""
+MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files): the
+fixtures `tiny`, `tokenizer` and `model` of conftest.py."""
 import json
 import os
 
@@ -7,103 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import mnli
+from tasks import multinli
 import models
 from data import DataError, partition_indices, subset_test_split
 from core.events import read_events
 import conftest
-
-GENRES = ("fiction", "government", "slate", "telephone", "travel")
-WORDS = ("the cat dog man woman child sat ran slept ate walked on in under near a an red big small old new "
-         "house park river city road table tree car book letter quickly slowly today never always not").split()
-
-
-def sentence(rng, low, high):
-    return " ".join(rng.choice(WORDS, size=int(rng.integers(low, high)))).capitalize() + "."
-
-
-def tiny_rows(rng, count):
-    """MultiNLI-like rows: (premise, hypothesis, label id, genre); every 17th row has a very long premise."""
-    return [(sentence(rng, 130, 160) if i % 17 == 5 else sentence(rng, 6, 14), sentence(rng, 3, 8),
-             int(rng.integers(3)), GENRES[int(rng.integers(len(GENRES)))]) for i in range(count)]
-
-
-def write_jsonl(path, rows, unlabeled):
-    with open(path, "w") as f:
-        for premise, hypothesis, label, genre in rows:
-            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label=mnli.LABEL_WORDS[label],
-                                    genre=genre, pairID="x")) + "\n")
-        for premise, hypothesis, genre in unlabeled:  # no annotator majority: must be skipped
-            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label="-", genre=genre)) + "\n")
-
-
-def save_dataset_dict(path, splits, unlabeled):
-    import datasets
-    datasets.disable_progress_bars()
-    tables = {}
-    for name, rows in splits.items():
-        rows = rows + [(p, h, -1, g) for p, h, g in unlabeled]
-        tables[name] = datasets.Dataset.from_dict(dict(premise=[r[0] for r in rows], hypothesis=[r[1] for r in rows],
-                                                       label=[r[2] for r in rows], genre=[r[3] for r in rows]))
-    datasets.DatasetDict(tables).save_to_disk(path)
-
-
-def save_tiny_opt(path, texts):
-    """A byte-level BPE tokenizer trained on `texts` (OPT's conventions: </s> is bos and eos,
-    <pad> pads) and a random 2-layer OPT over its vocabulary, saved as a checkpoint folder."""
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
-    from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
-    bpe = Tokenizer(tok_models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    bpe.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="</s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.save_pretrained(path)
-    config = OPTConfig(vocab_size=len(tokenizer), hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
-                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128,
-                       pad_token_id=0, bos_token_id=1, eos_token_id=1)
-    torch.manual_seed(0)
-    OPTForCausalLM(config).save_pretrained(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnli")
-    rng = np.random.default_rng(0)
-    train, dev = tiny_rows(rng, 200), tiny_rows(rng, 60)
-    unlabeled = [(sentence(rng, 5, 9), sentence(rng, 3, 6), GENRES[0])]
-    jsonl_dir = root / "jsonl" / "multinli_1.0"
-    jsonl_dir.mkdir(parents=True)
-    write_jsonl(jsonl_dir / "multinli_1.0_train.jsonl", train, unlabeled)
-    write_jsonl(jsonl_dir / "multinli_1.0_dev_matched.jsonl", dev, unlabeled)
-    save_dataset_dict(str(root / "hf"), dict(train=train, validation_matched=dev), unlabeled)
-    save_tiny_opt(str(root / "opt"), [mnli.example_text(p, h, y, "") for p, h, y, _ in train])
-    return dict(root=root, model=str(root / "opt"), hf=str(root / "hf"), jsonl=str(root / "jsonl"),
-                train=train, dev=dev, task=mnli.load_mnli(str(root / "hf"), str(root / "opt")))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny):
-    return mnli.load_tokenizer(tiny["model"])
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return mnli.load_model(tiny["model"]).eval()
-
+from conftest import GENRES, write_jsonl
 
 # ----------------------------------------------------------------------------- data
 
 def test_example_text_is_the_papers_format():
-    assert mnli.example_text("A cat sat.", "A cat.", 2, "</s>") == \
+    assert multinli.example_text("A cat sat.", "A cat.", 2, "</s>") == \
         "mnli hypothesis: A cat. premise: A cat sat. target: contradiction</s>"
 
 
 def test_both_forms_give_the_same_tokens(tiny):
-    a, b = tiny["task"], mnli.load_mnli(tiny["jsonl"], tiny["model"])
+    a, b = tiny["task"], multinli.load_mnli(tiny["jsonl"], tiny["model"])
     assert len(a.train_x) == 200 and len(a.test_x) == 60  # the unlabeled rows are skipped in both forms
     for field in ("train_x", "train_y", "test_x", "test_y", "test_label", "test_choice_ids", "test_choice_targets"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
@@ -114,7 +34,7 @@ def test_both_forms_give_the_same_tokens(tiny):
 
 def test_tokens_end_with_eos_padding_is_ignored_and_long_rows_are_cut(tiny, tokenizer):
     task = tiny["task"]
-    real = task.train_y != mnli.IGNORE
+    real = task.train_y != multinli.IGNORE
     lengths = real.sum(1)
     assert torch.equal(task.train_x[real], task.train_y[real])
     assert (task.train_x[~real] == tokenizer.pad_token_id).all()
@@ -122,7 +42,7 @@ def test_tokens_end_with_eos_padding_is_ignored_and_long_rows_are_cut(tiny, toke
     assert lengths.max() == 128 == task.train_x.shape[1]  # the long premises hit max_length
     for i in (0, 5):  # a short row keeps its eos; a long one is truncated to 128 tokens
         premise, hypothesis, label, _ = tiny["train"][i]
-        full = tokenizer(mnli.example_text(premise, hypothesis, label, tokenizer.eos_token))["input_ids"]
+        full = tokenizer(multinli.example_text(premise, hypothesis, label, tokenizer.eos_token))["input_ids"]
         assert task.train_x[i, :lengths[i]].tolist() == full[:128]
     assert task.train_x[0, lengths[0] - 1] == tokenizer.eos_token_id and len(full) > 128
 
@@ -131,12 +51,12 @@ def test_label_choices_are_the_tokens_of_the_full_text(tiny, tokenizer):
     task = tiny["task"]
     premise, hypothesis, _, _ = tiny["dev"][0]
     for k in range(3):
-        text = mnli.example_text(premise, hypothesis, k, "")
+        text = multinli.example_text(premise, hypothesis, k, "")
         ids, targets = task.test_choice_ids[0, k], task.test_choice_targets[0, k]
-        scored = targets != mnli.IGNORE
+        scored = targets != multinli.IGNORE
         last = int(scored.nonzero().max()) + 1
         assert ids[:last].tolist() == tokenizer(text)["input_ids"]
-        assert tokenizer.decode(ids[scored]) == " " + mnli.LABEL_WORDS[k]
+        assert tokenizer.decode(ids[scored]) == " " + multinli.LABEL_WORDS[k]
 
 
 def test_eval_subset_cuts_every_test_field_alike(tiny):
@@ -156,36 +76,38 @@ def test_split_is_over_genres(tiny):
 
 # ----------------------------------------------------------------------------- loss, evaluation, model
 
+@pytest.mark.slow
 def test_padding_does_not_change_the_loss(tiny, model):
     task = tiny["task"]
-    i = int((task.train_y != mnli.IGNORE).sum(1).argmin())  # the shortest row: most padding
-    length = int((task.train_y[i] != mnli.IGNORE).sum())
-    padded = mnli.lm_loss(model, task.train_x[i:i + 1], task.train_y[i:i + 1])
-    unpadded = mnli.lm_loss(model, task.train_x[i:i + 1, :length], task.train_y[i:i + 1, :length])
+    i = int((task.train_y != multinli.IGNORE).sum(1).argmin())  # the shortest row: most padding
+    length = int((task.train_y[i] != multinli.IGNORE).sum())
+    padded = multinli.lm_loss(model, task.train_x[i:i + 1], task.train_y[i:i + 1])
+    unpadded = multinli.lm_loss(model, task.train_x[i:i + 1, :length], task.train_y[i:i + 1, :length])
     manual = torch.nn.functional.cross_entropy(model(task.train_x[i:i + 1, :length]).logits[0, :-1],
                                                task.train_x[i, 1:length])
     assert length < task.train_x.shape[1]
     assert torch.allclose(padded, unpadded, atol=1e-5) and torch.allclose(padded, manual, atol=1e-5)
     # a batch averages over its tokens, not over its rows
-    batch = mnli.lm_loss(model, task.train_x[:2], task.train_y[:2])
-    sums = [mnli.lm_loss(model, task.train_x[j:j + 1], task.train_y[j:j + 1]) * ((task.train_y[j] != -100).sum() - 1)
+    batch = multinli.lm_loss(model, task.train_x[:2], task.train_y[:2])
+    sums = [multinli.lm_loss(model, task.train_x[j:j + 1], task.train_y[j:j + 1]) * ((task.train_y[j] != -100).sum() - 1)
             for j in range(2)]
     assert torch.allclose(batch, sum(sums) / ((task.train_y[:2] != -100).sum() - 2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_matches_scoring_one_example_at_a_time(tiny, model):
     task = subset_test_split(tiny["task"], 12, seed=0)
-    loss, accuracy = mnli.evaluate_mnli(model, task, batch_size=5)
+    loss, accuracy = multinli.evaluate_mnli(model, task, batch_size=5)
     nll, tokens, correct = 0.0, 0, 0
     for i in range(12):
-        length = int((task.test_y[i] != mnli.IGNORE).sum())
+        length = int((task.test_y[i] != multinli.IGNORE).sum())
         logits = model(task.test_x[i:i + 1, :length]).logits[0, :-1]
         nll += torch.nn.functional.cross_entropy(logits, task.test_x[i, 1:length], reduction="sum").item()
         tokens += length - 1
         scores = []
         for k in range(3):
             ids, targets = task.test_choice_ids[i, k], task.test_choice_targets[i, k]
-            positions = (targets != mnli.IGNORE).nonzero().flatten()
+            positions = (targets != multinli.IGNORE).nonzero().flatten()
             log_probs = model(ids[None, :positions[-1] + 1]).logits[0].log_softmax(-1)
             scores.append(sum(log_probs[p - 1, ids[p]].item() for p in positions))
         correct += int(np.argmax(scores) == task.test_label[i])
@@ -208,10 +130,10 @@ def test_label_accuracy_follows_the_model():
             logits[..., 11] = 5.0
             return type("Output", (), {"logits": logits})
 
-    task = mnli.MnliData(train_x=None, train_y=None, test_x=choice_ids[:, 1], test_y=targets[:, 1], num_classes=3,
+    task = multinli.MnliData(train_x=None, train_y=None, test_x=choice_ids[:, 1], test_y=targets[:, 1], num_classes=3,
                          partition_labels=None, test_label=torch.tensor([1, 1, 0, 2]),
                          test_choice_ids=choice_ids, test_choice_targets=targets)
-    loss, accuracy = mnli.evaluate_mnli(Favours11(), task, batch_size=3)
+    loss, accuracy = multinli.evaluate_mnli(Favours11(), task, batch_size=3)
     assert accuracy == 0.5 and loss == pytest.approx(-torch.log_softmax(torch.tensor([0.0] * 11 + [5.0] + [0.0] * 8),
                                                                         0)[11].item(), rel=1e-5)
 
@@ -223,16 +145,16 @@ def test_tied_weights_travel_once(tiny, model):
     assert models.num_params(model) == sum(unique.values())
     assert models.num_params(model) < sum(p.numel() for p in model.state_dict().values())  # lm_head listed twice there
     flat = models.flatten_params(model)
-    copy = mnli.load_model(tiny["model"])
+    copy = multinli.load_model(tiny["model"])
     models.load_flat_params(copy, flat + 1.0)
     assert copy.get_output_embeddings().weight is copy.get_input_embeddings().weight
     assert torch.equal(models.flatten_params(copy), flat + 1.0)
 
 
 def test_a_fp16_checkpoint_loads_as_fp32(tiny, tmp_path):
-    half = mnli.load_model(tiny["model"]).half()
+    half = multinli.load_model(tiny["model"]).half()
     half.save_pretrained(tmp_path)
-    loaded = mnli.load_model(str(tmp_path))
+    loaded = multinli.load_model(str(tmp_path))
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
     assert torch.equal(models.flatten_params(loaded), models.flatten_params(half))
 
@@ -246,7 +168,7 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
         write_jsonl(tmp_path / "multinli_1.0_train.jsonl", tiny["train"], [])
         data_dir = str(tmp_path)
     elif what == "bad jsonl":
-        for name in mnli.JSONL_FILES:
+        for name in multinli.JSONL_FILES:
             (tmp_path / name).write_text('{"sentence1": "a", "gold_label": "maybe"}\n')
         data_dir = str(tmp_path)
     elif what == "no weights":
@@ -255,7 +177,7 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
     else:
         model_dir = str(tmp_path / "missing")
     with pytest.raises(DataError) as error:
-        mnli.load_mnli(data_dir, model_dir)
+        multinli.load_mnli(data_dir, model_dir)
     assert "\n" not in str(error.value) and (str(tmp_path) in str(error.value))
 
 
@@ -274,6 +196,7 @@ def run_mnli(args, ranks=4, timeout=240):
     return conftest.run_main(ranks, ["--task", "mnli", *args], timeout=timeout)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("algorithm, data_form, dtype", [("mw", "jsonl", "float32"), ("gossip", "hf", "bfloat16")])
 def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
     out = tmp_path / "run"
@@ -283,7 +206,7 @@ def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
                        "--eval-interval", "1000", "--out", str(out)])
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    num_params = models.num_params(mnli.load_model(tiny["model"]))
+    num_params = models.num_params(multinli.load_model(tiny["model"]))
     assert summary["model_bytes"] == dict(float32=4, bfloat16=2)[dtype] * num_params
     assert summary["transfers"] > 0 and summary["bytes_sent"] == summary["transfers"] * summary["model_bytes"]
     events = read_events(str(out))
@@ -295,6 +218,7 @@ def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
     assert 0 <= summary["final_test_accuracy"] <= 1
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("what", ["missing model dir", "data dir without MultiNLI"])
 def test_bad_input_exits_2_with_one_line(tiny, tmp_path, what):
     model_dir, data_dir = tiny["model"], tiny["hf"]

@@ -4,9 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from data import ShardBatches, load_task_data
-from models import (DigitsMLP, ResNet20, build_model, evaluate, flatten_params, load_flat_params,
-                    num_params)
+import tasks
+from core import config
+from data import ShardBatches
+from models import DigitsMLP, ResNet20, evaluate, flatten_params, load_flat_params, num_params
+
+
+def seeded(model_class, seed, *args, **kwargs):
+    torch.manual_seed(seed)
+    return model_class(*args, **kwargs)
 
 
 def test_resnet20_has_the_papers_parameter_count_and_shapes():
@@ -23,7 +29,7 @@ def test_flat_params_exclude_batchnorm_buffers():
 
 
 def test_flatten_load_round_trip_is_bitwise():
-    source, target = build_model("cifar10", 10, seed=1), build_model("cifar10", 10, seed=2)
+    source, target = seeded(ResNet20, 1), seeded(ResNet20, 2)
     flat = flatten_params(source)
     assert flat.dtype == torch.float32 and flat.dim() == 1 and flat.is_contiguous()
     load_flat_params(target, flat)
@@ -39,7 +45,7 @@ def test_flatten_follows_parameter_order():
 
 
 def test_flatten_into_out_reuses_the_buffer():
-    model = build_model("digits", 10, seed=0)
+    model = seeded(DigitsMLP, 0)
     out = torch.empty(num_params(model))
     result = flatten_params(model, out=out)
     assert result is out and torch.equal(out, flatten_params(model))
@@ -48,7 +54,7 @@ def test_flatten_into_out_reuses_the_buffer():
 
 
 def test_load_keeps_parameter_and_optimizer_state_identity():
-    model = build_model("digits", 10, seed=0)
+    model = seeded(DigitsMLP, 0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     F.cross_entropy(model(torch.randn(4, 64)), torch.tensor([0, 1, 2, 3])).backward()
     optimizer.step()
@@ -62,7 +68,7 @@ def test_load_keeps_parameter_and_optimizer_state_identity():
 
 
 def test_load_accepts_other_dtypes_and_rejects_wrong_sizes():
-    model = build_model("digits", 10, seed=0)
+    model = seeded(DigitsMLP, 0)
     flat = flatten_params(model)
     load_flat_params(model, flat.to(torch.bfloat16))
     assert flatten_params(model).dtype == torch.float32
@@ -71,19 +77,18 @@ def test_load_accepts_other_dtypes_and_rejects_wrong_sizes():
         load_flat_params(model, torch.zeros(num_params(model) + 1))
 
 
-def test_build_model_is_seeded():
-    a = flatten_params(build_model("cifar10", 10, seed=0))
-    b = flatten_params(build_model("cifar10", 10, seed=0))
-    c = flatten_params(build_model("cifar10", 10, seed=1))
+def test_models_are_seeded_by_torch():
+    a = flatten_params(seeded(ResNet20, 0))
+    b = flatten_params(seeded(ResNet20, 0))
+    c = flatten_params(seeded(ResNet20, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    mlp = build_model("synthetic", 3, in_features=8, seed=0)
+    mlp = seeded(DigitsMLP, 0, in_features=8, num_classes=3)
     assert mlp(torch.randn(5, 8)).shape == (5, 3)
-    with pytest.raises(ValueError):
-        build_model("resnet", 10)
 
 
+@pytest.mark.slow
 def test_evaluate_returns_sane_values_and_restores_mode():
-    model = build_model("cifar10", 10, seed=0)
+    model = seeded(ResNet20, 0)
     x, y = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
     model.train()
     loss, accuracy = evaluate(model, x, y, batch_size=4)
@@ -94,9 +99,12 @@ def test_evaluate_returns_sane_values_and_restores_mode():
     assert not model.training
 
 
+@pytest.mark.slow
 def test_mlp_learns_digits():
-    data = load_task_data("digits")
-    model = build_model("digits", data.num_classes, in_features=data.train_x.shape[1], seed=0)
+    cfg = dict(config.config, task="digits")
+    data = tasks.get("digits").load_data(cfg)
+    torch.manual_seed(0)
+    model = tasks.get("digits").build_model(cfg, data)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # plain SGD
     batches = ShardBatches(data.train_x, data.train_y, np.arange(len(data.train_x)), batch_size=32, seed=0)
     for _ in range(300):

@@ -12,10 +12,12 @@ import sys
 import pytest
 
 from core import config
-import data
+from tasks import cifar10_files
 from analysis import experiments
 from core import run_records
-from test_simulate import event_files, one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import event_files, simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = experiments.PRESETS["paper_sim"]
@@ -65,7 +67,7 @@ def test_paper_sim_with_a_data_dir_is_resnet20_on_cifar10(tmp_path, capsys):
 def test_paper_sim_starts_on_cifar10(tmp_path):
     """ResNet-20 on (random, tiny) CIFAR-10 batches: the preset's first run, cut to 2 updates, starts and ends."""
     folder = tmp_path / "cifar"
-    data.write_cifar_folder(folder, images_per_batch=8)
+    cifar10_files.write_cifar_folder(folder, images_per_batch=8)
     run = experiments.expand(PRESET, data_dir=str(folder), only="cycle-V20-a1-mw1-s0")[0]
     flags = dict(run["flags"], max_iterations=2, eval_interval=1e6)
     summary = simulate_run(tmp_path / "out", "--nodes", "20", *experiments.argv_of(flags))
@@ -99,6 +101,7 @@ def test_main_refuses_virtual_model_bytes():
         "error: virtual_model_bytes is the simulator's (simulate.py): a real run sends and counts its own model's bytes"]
 
 
+@pytest.mark.slow
 def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, monkeypatch, capsys):
     small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0, 1),
                  grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw5", "gossip"])])
@@ -116,7 +119,7 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
         folder = runs_dir / "paper_sim" / name
         assert run_records.is_complete(folder) and f"{name}: " in out
         summary = run_records.read_json(folder / "summary.json")
-        assert summary["backend"] == "sim" and summary["iterations"] == 60 and summary["model_bytes"] == 1_089_896
+        assert summary["transport"] == "simulated" and summary["iterations"] == 60 and summary["model_bytes"] == 1_089_896
         launch = run_records.read_json(folder / "launch.json")
         assert launch["exit_code"] == 0 and launch["command"].split()[1:4] == [experiments.SIMULATE, "--nodes", "20"]
         assert "--virtual-model-bytes 1089896" in launch["command"]
@@ -139,10 +142,12 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
     assert event_files(fresh) == event_files(runs_dir / "paper_sim" / names[1])
 
 
+@pytest.mark.slow
 def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeypatch, capsys):
-    small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0,), timeout=3,
+    small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0,), timeout=30,
                  grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw1", "gossip"])])
-    slow = dict(small, flags=dict(small["flags"], max_iterations=10**7))  # minutes: past the timeout
+    # the timeout leaves a loaded machine room for 60 updates; 10**7 updates take hours
+    slow = dict(small, flags=dict(small["flags"], max_iterations=10**7))
     monkeypatch.setitem(experiments.PRESETS, "paper_sim", small)
     runs_dir = tmp_path / "runs"
     todo = [experiments.expand(slow)[0], experiments.expand(small)[1]]
@@ -156,3 +161,19 @@ def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeyp
 def test_jobs_are_for_simulated_presets(capsys):
     assert experiments.main(["cpu", "--jobs", "2"]) == 2
     assert "--jobs 2: preset cpu runs mpirun" in capsys.readouterr().err
+
+
+def test_paper_verdicts_is_the_analysis_plans_grid():
+    preset = experiments.PRESETS["paper_verdicts"]
+    runs = experiments.expand(preset)
+    seeds = {}
+    for run in runs:
+        seeds.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    primary = {name for name, s in seeds.items() if s == set(range(10))}
+    assert primary == {f"{kind}-V20-a{alpha:g}-{algo}" for alpha in (10, 1, 0.1)
+                       for kind, algos in (("cycle", ("mw1", "gossip")),
+                                           ("complete", ("mw1", "mw5", "mw10", "mw15", "gossip"))) for algo in algos}
+    assert all(s == set(range(5)) for name, s in seeds.items() if name not in primary)
+    assert len(runs) == 305 and preset["targets"] == (0.90, 0.93, 0.95)
+    assert all(run["flags"]["eval_network_average"] for run in runs)
+    assert experiments.with_data_dir(preset, "/data")["targets"] == (0.6, 0.7, 0.75)

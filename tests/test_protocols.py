@@ -3,10 +3,8 @@ run the same code. Checked here: deterministic simulation testing of the real pr
 the virtual clock under many randomized schedules; agreement of the two transports on a failure
 run; and a third algorithm added as one protocol, run on both transports."""
 import os
-import sys
 from collections import Counter
 
-import networkx as nx
 import numpy as np
 import pytest
 import torch
@@ -14,12 +12,13 @@ import torch
 from core import algorithms
 import graphs
 from core import config
-from core import build_run
 import models
 import protocols
 import simulate
 from core.events import EventLog, read_events
-from conftest import REPO, run_main
+from conftest import REPO, run_main, simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the simulated runs
 
 MODEL_PARAMS = 4  # the protocol is what is under test: no SGD, a tiny flat model
 
@@ -58,7 +57,7 @@ def simulate_protocols(cfg, folder):
     os.makedirs(folder, exist_ok=True)
     logs = [EventLog(os.path.join(folder, f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(cfg["nodes"])]
     net = simulate.Network(cfg, run, nodes, logs, clock)
-    simulate.DRIVERS[net.protocols[0].kind](net)
+    simulate.DRIVERS[net.protocols[0].driver](net)
     clock.run(lambda: None, cfg["eval_interval"])
     for log in logs:
         log.close()
@@ -101,6 +100,7 @@ def log_bytes(folder):
     return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
 
+@pytest.mark.slow
 def test_randomized_schedules_keep_the_invariants(tmp_path):
     """Deterministic simulation testing: 1,000 randomized schedules of the real protocol code; the
     invariants hold after each, and every 10th schedule rerun from its seed gives identical logs."""
@@ -118,6 +118,51 @@ def test_randomized_schedules_keep_the_invariants(tmp_path):
     assert min(kinds.values()) > 50  # each algorithm, with and without failures, was exercised
 
 
+def gossip_node(tmp_path, v, **settings):
+    """Node v of the path 0-1-2 with nodes 0 and 2 active, under the authors' coupling."""
+    graph = graphs.build_graph("cycle", 3)
+    graph.remove_edge(0, 2)
+    cfg = dict(config.config, algorithm="gossip", nodes=3, gossip_coupling="authors", gossip_interval=0.0,
+               train_time=100.0, **settings)
+    log = EventLog(str(tmp_path / f"events-rank{v}.jsonl"), lambda: 0.0)
+    return protocols.GossipNode(v, cfg, dict(graph=graph, gossip=(graph, [0, 2])), torch.zeros(4), 16, log)
+
+
+def two_updates(node, now):
+    """Two local updates: the first delta waits for an exchange (pending), the second behind it."""
+    for t in (now, now + 0.1):
+        start = node.begin_update(t)
+        node.after_update(start.model, start.model + 1, 0.5, 0.1, t)
+    return node.begin_update(now + 0.2)
+
+
+def test_the_protocol_says_which_events_free_a_blocked_compute(tmp_path):
+    """A compute blocked behind an unpublished delta goes on exactly after the events that report
+    frees_compute, once each: an exchange started or served, the last active neighbour's notice,
+    the failure that leaves an active node no partner."""
+    passive = gossip_node(tmp_path, 1)
+    assert two_updates(passive, 0.1) is protocols.BLOCKED
+    assert passive.neighbour_over(0, 0.4) is False  # node 2 may still exchange
+    assert passive.passive_average(2, passive.model_to_send(), torch.ones(4), 0.5) is True
+    assert passive.frees_compute(0.5) is False      # reported once
+    assert isinstance(passive.begin_update(0.6), protocols.Start)
+    passive.after_update(torch.zeros(4), torch.ones(4), 0.5, 0.1, 0.6)
+    assert passive.begin_update(0.7) is protocols.BLOCKED
+    assert passive.neighbour_over(2, 0.8) is True   # no exchange can come: it folds its deltas in itself
+    assert isinstance(passive.begin_update(0.8), protocols.Start)
+
+    active = gossip_node(tmp_path, 0)
+    assert two_updates(active, 0.1) is protocols.BLOCKED
+    assert active.next_exchange(0.4) == protocols.Exchange(1, frees_compute=True)
+    assert active.next_exchange(0.5) == protocols.Exchange(1, frees_compute=False)  # not blocked any more
+
+    failing = gossip_node(tmp_path, 2, failure_times=[1.0, 2.0])
+    assert two_updates(failing, 0.1) is protocols.BLOCKED
+    assert failing.pass_failures(1.0) == protocols.Failures([0], frees_compute=False)  # not its partner
+    assert failing.pass_failures(2.0) == protocols.Failures([1], frees_compute=True)   # its only partner
+    assert isinstance(failing.begin_update(2.0), protocols.Start)
+
+
 # -----------------------------------------------------------------------------
 # a third algorithm, as one protocol
 
@@ -130,15 +175,15 @@ class IndependentWalks(protocols.MultiWalkNode):
         self.aggregator.global_model.copy_(walk.params)
 
 
+protocols.register("independent", IndependentWalks)  # the one line that makes it --algorithm independent
+
+# every MPI rank imports this module, so the registration above runs there too
 LAUNCHER = """
 import sys
 sys.path[:0] = [{repo!r}, {tests!r}]
-import main, protocols
-from core import config
+import main
+import test_protocols  # registers IndependentWalks
 from engine import supervisor
-from test_protocols import IndependentWalks
-protocols.PROTOCOLS["independent"] = IndependentWalks
-config.ALGORITHMS += ("independent",)
 supervisor.supervise_rank()
 sys.exit(main.main(sys.argv[1:]))
 """
@@ -157,21 +202,14 @@ def per_walk(out):
     return routes, counters
 
 
-def simulate_run(out, *flags):
-    cfg = config.parse_config([*flags, "--out", str(out)])
-    torch.set_num_threads(1)
-    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
-
-
-def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypatch):
+@pytest.mark.mpi
+def test_independent_walks_is_one_protocol_on_both_transports(tmp_path):
     launcher = tmp_path / "independent.py"
     launcher.write_text(LAUNCHER.format(repo=REPO, tests=os.path.join(REPO, "tests")))
     flags = ["--algorithm", "independent", "--walks", "2", "--graph", "er", "--max-iterations", "30",
              "--train-time", "600", "--eval-interval", "600", "--seed", "4"]
     real = run_main(4, [*flags, "--out", tmp_path / "mpi"], timeout=240, script=str(launcher))
     assert real.returncode == 0, real.stderr[-2000:]
-    monkeypatch.setitem(protocols.PROTOCOLS, "independent", IndependentWalks)
-    monkeypatch.setattr(config, "ALGORITHMS", config.ALGORITHMS + ("independent",))
     simulate_run(tmp_path / "sim", *flags, "--nodes", "4")
     assert per_walk(tmp_path / "sim") == per_walk(tmp_path / "mpi")
     # the same routes as MW (they depend on the seed alone), but no merge: another final model
@@ -181,6 +219,7 @@ def test_independent_walks_is_one_protocol_on_both_transports(tmp_path, monkeypa
     assert not torch.equal(torch.load(tmp_path / "mw" / "model.pt"), torch.load(tmp_path / "again" / "model.pt"))
 
 
+@pytest.mark.mpi
 def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
     """Node 0 fails at time 0: every visit it gets is a relay, node 1 adopts then merges; the
     routes, relays and counters are then a function of the seed alone, on both transports."""

@@ -1,36 +1,16 @@
 """The virtual-clock simulator: determinism, agreement with the MPI engine, and the
 exponential-delay scaling laws time(T iterations) = T m / R (MW) and T m / V (gossip)."""
-import os
 from collections import Counter
 
+import numpy as np
 import pytest
-import torch
 
-from core import config
-from core import build_run
+from core import run_records
 import simulate
 from core.events import read_events
-from conftest import run_main
+from conftest import event_files, run_main, simulate_run
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: one BLAS thread is fastest and keeps the suite from oversubscribing the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def simulate_run(out, *flags):
-    cfg = config.parse_config([*flags, "--out", str(out)])
-    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
-
-
-def event_files(out):
-    return {name: open(os.path.join(out, name), "rb").read()
-            for name in sorted(os.listdir(out)) if name.startswith("events-rank")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
@@ -59,7 +39,8 @@ def per_walk(out):
     return routes, counters
 
 
-@pytest.mark.parametrize("graph", [pytest.param("cycle", marks=pytest.mark.slow), "er"])
+@pytest.mark.mpi
+@pytest.mark.parametrize("graph", [pytest.param("cycle", marks=pytest.mark.long), "er"])
 def test_routes_and_counters_match_the_mpi_engine(tmp_path, graph):
     flags = ["--walks", "2", "--graph", graph, "--task", "digits", "--max-iterations", "40", "--train-time", "600",
              "--eval-interval", "600", "--seed", "3"]
@@ -116,7 +97,7 @@ def test_train_time_and_evaluations_run_on_virtual_time(tmp_path):
     assert sorted(e["walk"] for e in retired) == [0, 1, 2] and all(e["t"] >= 2 for e in retired)
     evals = [e["t"] for e in events if e["type"] == "eval"]
     assert evals[:5] == [0.0, 0.5, 1.0, 1.5, 2.0]
-    assert summary["backend"] == "sim" and summary["iterations"] == len(updates)
+    assert summary["transport"] == "simulated" and summary["iterations"] == len(updates)
     assert summary["wall_time_s"] == pytest.approx(max(e["t"] for e in retired), abs=1e-6)
 
 
@@ -144,3 +125,22 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     assert simulate.simulate_main([*flags, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_network_average_is_evaluated_beside_node_0_without_changing_the_run(tmp_path):
+    flags = ["--algorithm", "gossip", "--nodes", "6", "--graph", "complete", "--task", "synthetic",
+             "--synthetic-samples", "600", "--max-iterations", "120", "--eval-interval", "0.05", "--seed", "2"]
+    simulate_run(tmp_path / "plain", *flags)
+    simulate_run(tmp_path / "both", *flags, "--eval-network-average", "true")
+    plain, both = read_events(tmp_path / "plain"), read_events(tmp_path / "both")
+    averages = [e for e in both if e["type"] == "eval" and e["model"] == "network_average"]
+    node0 = [e for e in both if e["type"] == "eval" and e["model"] == "node0"]
+    assert len(averages) == len(node0) > 3  # one per evaluation, the final one included
+    def without_averages(events):
+        return [e for e in events if e.get("model") != "network_average"]
+    assert without_averages(both) == without_averages(plain)  # the run itself is the same
+    run = run_records.read_run(str(tmp_path / "both"))
+    assert run["average_curve"] is not None and len(run["average_curve"]["time"]) == len(averages)
+    assert not np.allclose(run["average_curve"]["test_accuracy"], run["curve"]["test_accuracy"])
+    assert run_records.read_run(str(tmp_path / "plain"))["average_curve"] is None

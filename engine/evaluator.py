@@ -1,0 +1,94 @@
+"""
+Periodic test evaluation beside training, at the node that evaluates (Evaluator).
+"""
+import contextlib
+import copy
+import threading
+
+import torch
+
+from core import algorithms
+from core.events import progress_line, record_eval, write_summary
+from engine import faults
+import models
+
+
+class Evaluator:
+    """Periodic test evaluation at the node that evaluates: node 0, or after failures the
+    node evaluation moved to (SEMANTICS.md §6). That node measures; rank 0 records every result
+    (the eval event, the progress line, the provisional summary), so the curve stays in
+    one log with rank 0's live totals. The evaluated model keeps the label "node0";
+    the `node` field says where it was measured once that is not node 0."""
+    def __init__(self, cfg, run, node, log, progress, clock):
+        """progress: this rank's Progress (rank 0 reads the network's totals from it)."""
+        self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
+        self.evaluate = algorithms.make_evaluate(cfg, run, node)
+        self.next_time = 0.0
+        # its own model copy: the periodic evaluation runs beside training, never in the node's model
+        self.model = copy.deepcopy(node.model) if cfg["concurrent_eval"] else node.model
+        self.snapshot, self.ready, self.idle = None, threading.Event(), threading.Event()
+        self.idle.set()
+        self.stream = torch.cuda.Stream(node.device) if node.device.type == "cuda" and cfg["concurrent_eval"] else None
+        if cfg["concurrent_eval"]:
+            threading.Thread(target=self.evaluate_snapshots, name="eval", daemon=True).start()
+
+    def due(self):
+        return self.clock() >= self.next_time
+
+    def seconds_to_next(self):
+        return max(0.0, self.next_time - self.clock())
+
+    def measure(self, params, buffers=None):
+        """The EVAL_METRICS of the flat parameters `params`, with the node's BatchNorm statistics
+        (or `buffers`, a snapshot of them)."""
+        if buffers is not None:
+            for name, buffer in self.model.named_buffers():
+                buffer.copy_(buffers[name])
+        models.load_flat_params(self.model, params)
+        return self.evaluate(self.model)
+
+    def periodic(self, params):
+        """Compute thread, when due: evaluate `params` (a copy the caller made) beside training, or
+        here and now without --concurrent-eval. An evaluation still running when the next one is
+        due makes the next one wait for the following interval."""
+        self.next_time = self.clock() + self.cfg["eval_interval"]
+        if not self.cfg["concurrent_eval"]:
+            self.report(self.measure(params))
+        elif self.idle.is_set():
+            self.idle.clear()
+            self.snapshot = (params, {name: b.detach().clone() for name, b in self.node.model.named_buffers()})
+            self.ready.set()
+
+    def evaluate_snapshots(self):
+        try:
+            while True:
+                self.ready.wait()
+                self.ready.clear()
+                params, buffers = self.snapshot
+                with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+                    result = self.measure(params, buffers)
+                self.report(result)
+                self.idle.set()
+        except BaseException as error:  # an evaluation that fails ends the job like any other thread's fault
+            faults.end_on_fault(self.progress.comm, self.cfg, "eval", error)
+
+    def drain(self):
+        """Wait for a running evaluation to be recorded (before the final one)."""
+        self.idle.wait()
+
+    def report(self, metrics):
+        if self.node.node_id == 0:
+            self.record(metrics)
+        else:
+            self.progress.post_eval(metrics)
+
+    def record(self, metrics, node=0, model="node0"):
+        """Rank 0 only."""
+        iterations, transfers, nbytes = (int(v) for v in self.progress.totals())
+        record_eval(self.log, metrics, iterations, nbytes, model, node)
+        print(progress_line(self.clock(), iterations, nbytes, metrics, model, node), flush=True)
+        # a job killed from here on still leaves a readable summary, marked incomplete
+        write_summary(self.cfg["out"], self.cfg, self.progress.size, wall_time_s=self.clock(), iterations=iterations,
+                      transfers=transfers, bytes_sent=nbytes, complete=False,
+                      **{f"last_{key}": value for key, value in metrics.items()})
+
