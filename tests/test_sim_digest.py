@@ -16,7 +16,7 @@ RUNS = {
     "mw": (["--nodes", "6", "--walks", "2", "--max-iterations", "300", "--seed", "3", "--failure-times", "0.5"],
            "b104f9de9f41ac60ed870c2b7b486da5fd70322feb4972b4807392aaeb7386af"),
     "gossip": (["--nodes", "6", "--algorithm", "gossip", "--max-iterations", "300", "--seed", "3"],
-               "a6da17001e3f88e69ae83b034274da04d39ca4e9b357f7c1b51c881fd211f32f"),
+               "5f80a60ef9210edccd0be4057845fff2134ba179446b8d550c1f5ee2231c4b1b"),
 }
 
 
