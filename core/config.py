@@ -41,6 +41,7 @@ config = dict(
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
     concurrent_eval=True,    # evaluate a snapshot in a thread beside training (the authors: a separate process)
+    eval_logged_at="snapshot",  # snapshot: an evaluation's time and counters are its snapshot's (the authors) | end: when its result is in
     gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
     gossip_interval=0.045,   # free: seconds between an active node's exchange starts; 0 = back to back (FIDELITY.md)
     gossip_coupling="authors",  # authors (deltas consumed by exchanges) | immediate (deltas land at once)
@@ -271,6 +272,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
     _one_of(cfg, "gossip_coupling", GOSSIP_COUPLINGS)
+    _one_of(cfg, "eval_logged_at", ("snapshot", "end"))
     _one_of(cfg, "warmup_start", ("zero", "tenth"))
     _one_of(cfg, "weight_decay_scope", ("authors", "all"))
     _one_of(cfg, "paper_version", ("v1", "v2"))
