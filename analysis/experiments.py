@@ -464,6 +464,7 @@ def run_grid(name, preset, runs, runs_dir, mpirun, jobs):
 def make_report(name, preset, runs, runs_dir, report_dir, metric):
     from analysis import report
     finished = [os.path.join(runs_dir, run["name"]) for run in runs]
+    missing = [run["name"] for run, path in zip(runs, finished) if not runs_lib.is_complete(path)]
     finished = [path for path in finished if runs_lib.is_complete(path)]
     if not finished:
         print(f"error: no finished runs of preset {name} under {runs_dir}", file=sys.stderr)
@@ -472,7 +473,7 @@ def make_report(name, preset, runs, runs_dir, report_dir, metric):
     loaded = runs_lib.find_runs(finished)
     verdicts = report.write_report(loaded, metric, preset["target"], report_dir, f"Reproduction report: preset `{name}`",
                                    f"python experiments.py report {name}", notes=preset.get("notes", lambda _: [])(preset),
-                                   targets=preset.get("targets"))
+                                   targets=preset.get("targets"), missing=missing)
     print(f"{os.path.join(report_dir, 'REPORT.md')} from {len(loaded)} of {len(runs)} runs: "
           + ", ".join(f"claim {n} {v}" for n, v in verdicts.items()), flush=True)
     return 0

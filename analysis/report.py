@@ -17,6 +17,7 @@ sys.path.insert(0, REPO)  # the project's modules, however the script is started
 
 import argparse
 import datetime
+import json
 
 from analysis import claims
 from analysis import plots
@@ -142,11 +143,23 @@ def grid_span_text(launches):
     return f"; {jobs} at a time, {busy / 60:.1f} min of wall time"
 
 
-def write_report(runs, metric, target, out_dir, title, command, notes=(), targets=None):
+def missing_lines(names):
+    """'**Planned runs not finished (N).** cycle-V20-a10-mw1: seeds 5, 6; ...' from run names '<setting>-s<seed>'."""
+    seeds = {}
+    for name in names:
+        setting, seed = name.rsplit("-s", 1)
+        seeds.setdefault(setting, []).append(int(seed))
+    return [f"**Planned runs not finished ({len(names)}); the verdicts rest on the others.** "
+            + "; ".join(f"{setting}: seed{'s' * (len(s) > 1)} {', '.join(map(str, sorted(s)))}"
+                        for setting, s in seeds.items()), ""]
+
+
+def write_report(runs, metric, target, out_dir, title, command, notes=(), targets=None, missing=()):
     """REPORT.md and figures/ in out_dir; returns {claim number: verdict}. notes: markdown lines on
     the setting (a preset's), written after the opening paragraph. targets: the analysis plan's targets
-    (docs/analysis_plan.md): its verdicts (verdicts.py) come first, and the unpaired analysis at `target`
-    follows as the secondary "previous report" comparison."""
+    (docs/analysis_plan.md): its verdicts (verdicts.py) come first, with every number they rest on in
+    verdicts.json, and the unpaired analysis at `target` follows as the secondary "previous report"
+    comparison. missing: the names of the preset's runs not finished, listed after the opening paragraph."""
     claims.check_metric(metric)
     groups = runs_lib.group_runs(runs)
     figures = plots.draw_all(runs, os.path.join(out_dir, "figures"), targets or ())
@@ -174,7 +187,10 @@ def write_report(runs, metric, target, out_dir, title, command, notes=(), target
     ]
     plan_lines = []
     if targets:
-        plan_lines, plan_verdicts = verdicts.report_section(groups, [*targets, verdicts.AREA], metric, diameters)
+        plan_lines, plan_verdicts, plan_results = verdicts.report_section(groups, [*targets, verdicts.AREA], metric,
+                                                                           diameters)
+        with open(os.path.join(out_dir, "verdicts.json"), "w") as f:  # every number of the verdict section
+            json.dump(verdicts.plain(dict(metric=metric, targets=list(targets), claims=plan_results)), f, indent=1)
         plan_lines += ["The sections after the setting are the previous report's unpaired analysis at the single target "
                        f"{target:g}, kept as a secondary comparison (the plan's verdicts above decide).", ""]
     throughput_png = os.path.join(out_dir, "figures", "throughput.png")
@@ -197,6 +213,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=(), target
              " A load average above the core count means other processes shared the cores: wall-clock and "
              "throughput figures are then lower than the machine can do, iteration and byte counts are not affected."
              if cores and loads else ""), "",
+          *(missing_lines(missing) if missing else []),
           *(plan_lines if targets else []),
           *(["## Setting", "", *notes, ""] if notes else []),
           *(simulation_section(runs, metric, target) if simulated else []),

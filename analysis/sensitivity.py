@@ -58,7 +58,7 @@ def grid(args):
                 base = dict(FLAGS, compute_time_mean=compute, bandwidth=bandwidth, max_iterations=args.iterations,
                             **(dict(engine_timing=timing) if timing else {}))
                 algos = [("mw", r, dict(algorithm="mw", walks=r)) for r in args.walks]
-                algos += [("gossip", k, dict(algorithm="gossip", gossip_mode="free", gossip_interval=compute / k,
+                algos += [("gossip", k, dict(algorithm="gossip", gossip_mode="free", gossip_pacing="interval", gossip_interval=compute / k,
                                              gossip_coupling="immediate")) for k in args.exchanges]
                 for algorithm, x, flags in algos:
                     for seed in range(args.seeds):

@@ -304,7 +304,8 @@ def comparison_table(comps):
 
 def report_section(groups, measures, metric, diameters, timing_series=None):
     """The report's front section: the front table, then each claim's comparisons, then the secondary analysis
-    of gossip's network average (where the runs logged it). Returns (markdown lines, {claim: verdict})."""
+    of gossip's network average (where the runs logged it). Returns (markdown lines, {claim: verdict}, the
+    results the verdicts come from: {claim: dict of comparisons, per-measure verdicts, verdict})."""
     seeds = min((len(rs) for algos in groups.values() for rs in algos.values()), default=0)
     results = {1: claim_cycle(groups, measures, metric), 2: claim_complete(groups, measures, metric)}
     if timing_series:
@@ -337,4 +338,19 @@ def report_section(groups, measures, metric, diameters, timing_series=None):
         secondary = claim_cycle(groups, measures, metric, model="network_average")
         lines += ["### Secondary: claim 1 with gossip's network average (not a verdict)", "",
                   f"Summary by the claim-1 rule: {secondary['verdict']}.", "", comparison_table(secondary["comparisons"]), ""]
-    return lines, {number: result["verdict"] for number, result in results.items()}
+    return lines, {number: result["verdict"] for number, result in results.items()}, results
+
+
+def plain(value):
+    """The results as JSON can hold them: setting keys as their titles, numpy numbers as Python's, NaN as None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, tuple) and len(value) == 4 and isinstance(value[0], str):
+        return runs_lib.setting_title(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value

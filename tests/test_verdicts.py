@@ -1,5 +1,7 @@
 """analysis/verdicts.py on synthetic runs whose verdicts are known: accuracy curves 1 - 0.9 exp(-x / scale)
 with a chosen scale per algorithm and setting, a shared seed effect (runs pair by seed) and a little noise."""
+import json
+
 import numpy as np
 import pytest
 
@@ -127,8 +129,13 @@ def test_a_report_from_real_simulated_runs_leads_with_the_plans_verdicts(tmp_pat
                                        "--out", str(out)])
             simulate.simulate(cfg, build_run.build_run(cfg, 6), verbose=False)
     runs = runs_lib.find_runs([str(tmp_path / "runs")])
-    found = report.write_report(runs, "test_accuracy", 0.5, str(tmp_path / "report"), "t", "c", targets=[0.4, 0.5])
+    found = report.write_report(runs, "test_accuracy", 0.5, str(tmp_path / "report"), "t", "c", targets=[0.4, 0.5],
+                                missing=["cycle-V6-a1-mw1-s3", "cycle-V6-a1-mw1-s2"])
     text = (tmp_path / "report" / "REPORT.md").read_text()
+    assert "Planned runs not finished (2)" in text and "cycle-V6-a1-mw1: seeds 2, 3" in text
+    numbers = json.loads((tmp_path / "report" / "verdicts.json").read_text())  # the numbers the verdicts come from
+    assert numbers["targets"] == [0.4, 0.5] and numbers["claims"]["1"]["verdict"] == found[1]
+    assert {c["seeds"] == [0, 1] for c in numbers["claims"]["1"]["comparisons"]} == {True}
     assert text.index("## Verdicts (docs/analysis_plan.md)") < text.index("## Claims")
     assert "2 seeds per curve carry no verdict" in text and "graphs with large diameters" in text
     assert "Secondary: claim 1 with gossip's network average" in text
