@@ -16,7 +16,8 @@ made its last update, since the budget's end leaves fewer workers. Claim 3 in a 
 largest R over R = 1 against 0.8 x linear (one-sided t tests on the seeds' log-ratios, at 0.05, not
 corrected: a sensitivity map, not a verdict). Claim 4 in a cell: MW-1's bytes over gossip's = (iterations
 ratio, --iteration-ratio, from the primary runs) x (models sent per update, MW-1 over gossip), which assumes
-iterations to target do not depend on these constants. Writes RUNS/sensitivity.md and sensitivity.json.
+iterations to target do not depend on these constants. Writes RUNS/sensitivity.md, sensitivity.json and
+sensitivity.png (where each verdict flips).
 """
 import os
 import sys
@@ -145,6 +146,48 @@ def table(rows, args):
     return "\n".join(lines)
 
 
+def draw(rows, path):
+    """Where each verdict flips: claim 3's efficiency at the largest R (measured with its interval, predicted
+    dashed) against bandwidth, and claim 4's MW-1/gossip bytes ratio against gossip's exchanges per update;
+    one line per compute time and engine timing, the thresholds (0.8, 1) drawn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from analysis import plots
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    for n, line in enumerate(dict.fromkeys((r["compute"], r["engine_timing"]) for r in rows)):
+        mine = sorted((r for r in rows if (r["compute"], r["engine_timing"]) == line and "claim3" in r),
+                      key=lambda r: r["bandwidth"])
+        label = f"{line[0] * 1e3:g} ms, {line[1] or 'default'} timing"
+        color = f"C{n}"
+        if mine:
+            x = [r["bandwidth"] * 8 / 1e9 for r in mine]
+            c3 = [r["claim3"] for r in mine]
+            left.errorbar(x, [c["efficiency"] for c in c3], yerr=[[c["efficiency"] - c["low"] / c["ideal"] for c in c3],
+                                                                 [c["high"] / c["ideal"] - c["efficiency"] for c in c3]],
+                          color=color, marker="o", capsize=3, label=label)
+            left.plot(x, [c["predicted_efficiency"] for c in c3], color=color, linestyle="--")
+        at_1g = [r for r in rows if (r["compute"], r["engine_timing"]) == line and r.get("claim4")
+                 and np.isclose(r["bandwidth"], 1.25e8)]
+        for r in at_1g:
+            ks = sorted(r["gossip"])
+            right.plot([r["gossip"][k]["exchanges_per_update"] for k in ks], [r["claim4"][k]["bytes_ratio"] for k in ks],
+                       color=color, marker="o", label=label)
+    left.axhline(LINEAR, color="black", linewidth=0.8)
+    left.set(xscale="log", xlabel="link bandwidth (Gbit/s)", ylabel="MW speed-up at the largest R / linear",
+             title="claim 3: efficiency (dashed: queueing model)")
+    right.axhline(1.0, color="black", linewidth=0.8)
+    right.set(xscale="log", xlabel="gossip exchanges per active-node update (measured)",
+              ylabel="MW-1 / gossip bytes to target (predicted)", title="claim 4 at 1 Gbit/s")
+    for ax in (left, right):
+        plots.readable_ticks(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    plots.save_small_png(fig, path)
+    plt.close(fig)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--compute", type=float, nargs="+", default=[0.005, 0.025, 0.1], help="mean s per update")
@@ -199,6 +242,7 @@ def main(argv=None):
         f.write(text)
     with open(os.path.join(args.out, "sensitivity.json"), "w") as f:
         json.dump(rows, f, indent=1, default=float)
+    draw(rows, os.path.join(args.out, "sensitivity.png"))
     print(text, flush=True)
     return 1 if failed else 0
 
