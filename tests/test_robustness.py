@@ -114,7 +114,10 @@ def test_killed_rank_ends_the_job_and_is_named(tmp_path):
     print(f"crash detected and job ended {took:.2f} s after SIGKILL")
     assert job.returncode != 0
     assert f"error: rank 2 (pid {pid} on " in stderr and "killed by SIGKILL" in stderr, stderr
-    assert read_summary(tmp_path)["complete"] is False  # what was written so far stays readable
+    summary = read_summary(tmp_path)
+    assert summary["complete"] is False  # what was written so far stays readable
+    assert summary["stopped"]["cause"] == "killed" and summary["stopped"]["rank"] == 2, summary
+    assert summary["stopped"]["detail"] == "SIGKILL"
     assert sum(e["type"] == "update" for e in read_events(tmp_path)) >= 3
 
 
