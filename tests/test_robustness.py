@@ -234,7 +234,7 @@ BAD_INPUTS = [  # (ranks, arguments or a function of tmp_path that makes them, t
     (3, ["--failure-times", "1", "2", "3"], "failure_times lists 3 failures but 3 nodes allow at most 2"),
     (2, resume_without_checkpoint, "no checkpoint there"),
     (2, ["--resume", "/nonexistent/run"], "/nonexistent/run/config.json does not exist"),
-    (2, resume_with_corrupt_checkpoint, "checkpoint/round3 is unreadable"),
+    (2, resume_with_corrupt_checkpoint, "checkpoint/round3/rank<N>.pt of rank N is unreadable (truncated or not"),
 ]
 
 
