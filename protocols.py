@@ -347,8 +347,9 @@ class GossipNode:
       neighbours spent their share of an iteration budget, or failed), a node folds its deltas in itself.
     - immediate: the delta lands on the live model as soon as the update ends, after whatever
       averaging happened meanwhile (stale-gradient AD-PSGD).
-    Exchange pacing (--gossip-interval): an active node starts an exchange at most every
-    gossip_interval seconds (0: back to back).
+    Exchange pacing: an active node starts an exchange at most every gossip_interval seconds (0: back
+    to back); --gossip-pacing authors sets it to the authors' modelled exchange cycle, or to 0 in the
+    simulator's authors timing, whose polls pace the exchanges (simulation/engine_timing.py).
     A blocked compute (Blocked) goes on after the events that can publish its delta or end its
     wait: an exchange started (Exchange.frees_compute) or served (passive_average), an active
     neighbour's notice that it is over (neighbour_over), a failure time (pass_failures). Each

@@ -158,7 +158,7 @@ def amend_summary(out_dir, **fields):
 
 def stopped_record(cause, rank=None, host=None, detail=None):
     """What ended a run, for summary.json's `stopped`: `cause` is one of finished, signal, exception,
-    disk_full, killed, stalled, exited; `rank` the rank at fault (None when none is); `host` where
+    disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
     it was; `time` when, in UTC; `detail` the signal's name, the error line or the stall, in words."""
     record = dict(cause=cause, rank=rank, host=host or socket.gethostname(),
                   time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

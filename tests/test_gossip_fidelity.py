@@ -56,7 +56,7 @@ def test_authors_coupling_ties_passive_updates_to_served_exchanges(tmp_path):
 @pytest.mark.mpi
 def test_pacing_and_coupling_hold_on_mpi_and_are_recorded(tmp_path):
     out = tmp_path / "mpi"
-    real = run_main(4, ["--algorithm", "gossip", "--graph", "complete", "--train-time", "3", "--gossip-interval",
+    real = run_main(4, ["--algorithm", "gossip", "--graph", "complete", "--train-time", "3", "--gossip-pacing", "interval", "--gossip-interval",
                         "0.05", "--eval-interval", "600", "--out", out], timeout=240)
     assert real.returncode == 0, real.stderr[-2000:]
     summary = read_summary(out)
