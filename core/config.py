@@ -42,6 +42,7 @@ config = dict(
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
     concurrent_eval=True,    # evaluate a snapshot in a thread beside training (the authors: a separate process)
+    eval_logged_at="snapshot",  # snapshot: an evaluation's time and counters are its snapshot's (the authors) | end: when its result is in
     gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
     gossip_pacing="authors",  # free mode: authors (their exchange rate: simulator polls, MPI engine paced at their modelled cycle) | interval (gossip_interval)
     gossip_interval=round(engine_timing.AUTHORS_EXCHANGE_CYCLE, 6),  # gossip_pacing interval: seconds between an active node's exchange starts; 0 = back to back
@@ -281,6 +282,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "gossip_pacing", ("authors", "interval"))
     _one_of(cfg, "mw_visit_delay", ("none", "authors"))
     _one_of(cfg, "engine_timing", engine_timing.TIMINGS)
+    _one_of(cfg, "eval_logged_at", ("snapshot", "end"))
     _one_of(cfg, "warmup_start", ("zero", "tenth"))
     _one_of(cfg, "weight_decay_scope", ("authors", "all"))
     _one_of(cfg, "paper_version", ("v1", "v2"))
