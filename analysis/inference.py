@@ -85,6 +85,9 @@ def censored_ratio(a, a_censored, b, b_censored):
     if a_censored.all() and b_censored.all():  # neither side reached it: nothing to compare
         return dict(effect=float(effect), low=float("nan"), high=float("nan"), p=1.0, tost_p=None,
                     boot_low=float("nan"), boot_high=float("nan"), method="no run reached the target")
+    if len(a) < 2:  # one seed: no bootstrap and no test (inconclusive by the seed rule anyway)
+        return dict(effect=float(effect), low=float("nan"), high=float("nan"), p=1.0, tost_p=None,
+                    boot_low=float("nan"), boot_high=float("nan"), method="one seed: no interval")
     boot = stats.bootstrap((a, a_censored, b, b_censored), ratio, paired=True, vectorized=False,
                            confidence_level=CONFIDENCE, n_resamples=RESAMPLES, method="BCa",
                            random_state=np.random.default_rng(BOOTSTRAP_SEED))
