@@ -415,7 +415,8 @@ def train_rank(rank):
             evaluator.record(average, model="network_average")
         evaluator.record(final, node=holder)
         write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, final, average,
-                            active_nodes=rank.run["gossip"][1] if rank.run["gossip"] else None, evaluated_node=holder)
+                            active_nodes=rank.run["gossip"][1] if rank.run["gossip"] else None, evaluated_node=holder,
+                            diverged=evaluator.diverged)
         faults.stop_on_signals(active=False)  # the run is complete: a stop now has nothing to save
     log.close()
     polite_barrier(comm)

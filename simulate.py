@@ -44,7 +44,8 @@ import protocols
 import tasks
 from core import run_folder
 from core import run_records
-from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
+from core.events import (PROGRESS_HEADER, Diverged, EventLog, amend_summary, progress_line, record_eval, stopped_record,
+                         write_final_summary)
 
 # compute the local updates in flight together (batched.py) where the task allows; tests flip it
 BATCHED = True
@@ -312,6 +313,7 @@ def simulate(cfg, run, verbose=True):
     net = Network(cfg, run, nodes, logs, clock)
     DRIVERS[net.protocols[0].driver](net)  # schedules the first events; the clock runs them
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
+    guard = dict(diverged=None)  # summary.json's `diverged`, once the guard has seen it
 
     def evaluate(v, params, model="node0"):
         """The EVAL_METRICS of `params` at node v, logged at node 0 like the engine's Evaluator."""
@@ -325,6 +327,7 @@ def simulate(cfg, run, verbose=True):
         record_eval(logs[0], metrics, iterations, nbytes, model, v)
         if verbose:
             print(progress_line(clock.now, iterations, nbytes, metrics, model, v), flush=True)
+        guard["diverged"] = algorithms.guard_divergence(cfg, run, metrics, clock.now, guard["diverged"])
         return metrics
 
     def network_average():
@@ -365,7 +368,7 @@ def simulate(cfg, run, verbose=True):
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
     return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "simulated", net.model_bytes, clock.now,
                                final, average, active_nodes=run["gossip"][1] if run["gossip"] else None,
-                               evaluated_node=holder)
+                               evaluated_node=holder, diverged=guard["diverged"])
 
 
 def simulate_main(argv):
@@ -392,8 +395,9 @@ def simulate_main(argv):
     except config.ConfigError as e:  # the run folder's gate refused --out
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    except protocols.Diverged as e:
+    except Diverged as e:  # --stop-on-divergence true
         print(f"error: {e}", file=sys.stderr, flush=True)
+        amend_summary(cfg["out"], complete=False, stopped=stopped_record("diverged", detail=str(e)))
         return 1
     print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
     return 0

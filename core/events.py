@@ -157,9 +157,13 @@ def amend_summary(out_dir, **fields):
     write_json_atomically(path, dict(summary, **fields))
 
 
+class Diverged(RuntimeError):
+    """The divergence guard saw a non-finite loss or accuracy at chance, with --stop-on-divergence true: the run stops."""
+
+
 def stopped_record(cause, rank=None, host=None, detail=None):
     """What ended a run, for summary.json's `stopped`: `cause` is one of finished, signal, exception,
-    disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
+    diverged, disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
     it was; `time` when, in UTC; `detail` the signal's name, the error line or the stall, in words."""
     record = dict(cause=cause, rank=rank, host=host or socket.gethostname(),
                   time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -167,7 +171,10 @@ def stopped_record(cause, rank=None, host=None, detail=None):
 
 
 def fault_cause(error):
-    """An uncaught exception's cause: a full disk is told apart, it is the operator's to fix."""
+    """An uncaught exception's cause: a full disk is told apart, it is the operator's to fix, and so is
+    the divergence guard's stop (--stop-on-divergence true)."""
+    if isinstance(error, Diverged):
+        return "diverged"
     return "disk_full" if isinstance(error, OSError) and error.errno == errno.ENOSPC else "exception"
 
 
