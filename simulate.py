@@ -6,7 +6,11 @@ V virtual nodes in one process, for graphs and delay models a real cluster (or a
 It drives the SAME protocols as the MPI engine (protocols.py: every rule of an
 algorithm, from a walk's arrival to the end of the run) and writes the same
 outputs (config.json, events-rank{v}.jsonl, summary.json), so plots and reports
-read simulated and real runs alike. Only time is virtual:
+read simulated and real runs alike. A node is built (model, optimizer, batches,
+protocol, log) when it is first needed, and its log file at its first event (a
+node that logs nothing has none), so MW on V = 100,000 nodes builds only the nodes
+its walks reach; the memory a run will need is estimated first, and a run that
+will not fit is refused before anything is written. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),

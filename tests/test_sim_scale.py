@@ -40,6 +40,7 @@ def test_logs_sharing_two_open_files_write_what_each_logged(tmp_path):
     assert [log.counters["iterations"] for log in logs] == [4, 4, 0, 8, 4]
 
 
+@pytest.mark.slow
 def test_a_run_that_will_not_fit_is_refused_before_anything_is_written(tmp_path):
     # gossip builds every node, each with (among others) its live model: 2,000 x 100 MB is far more than any machine here
     out = tmp_path / "big_gossip"
@@ -54,6 +55,7 @@ def test_a_run_that_will_not_fit_is_refused_before_anything_is_written(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("flags", [["--nodes", "1000", "--graph", "er", "--er-p", "0.012"],
                                    ["--nodes", "10000", "--graph", "er", "--er-p", "0.0012"],
@@ -71,6 +73,7 @@ def test_the_memory_estimate_is_within_a_factor_2_of_the_peak(tmp_path, flags):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(1800)
 def test_multi_walk_on_100000_nodes_builds_only_the_nodes_it_reaches(tmp_path):
     # 2,000 iterations: every walk well away from its start, a few hundred nodes reached on the cycle
