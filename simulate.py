@@ -104,12 +104,14 @@ class LazyNodes:
 class Network:
     """What every driver shares: the nodes (their models, optimizers and batches), their protocols and
     logs, the clock, and what updates and transfers cost. All are built a node at a time, when first
-    needed (LazyNodes); node 0 (the first model, x0) at once."""
-    def __init__(self, cfg, run, first, clock, files):
-        self.cfg, self.run, self.clock = cfg, run, clock
+    needed (LazyNodes): build_node(v) makes node v (algorithms.make_node), node 0 (x0) at once. Nothing
+    is written until a node logs its first event (into cfg["out"])."""
+    def __init__(self, cfg, run, clock, build_node):
+        self.cfg, self.run, self.clock, self.build_node = cfg, run, clock, build_node
         self.nodes = LazyNodes(cfg["nodes"], self.make_node)
-        self.nodes.built[0] = first
+        first = self.nodes.built[0] = build_node(0)  # it seeds torch's global generator, as it always did
         x0 = models.flatten_params(first.model)
+        files = OpenFiles()
         self.dtype, self.model_bytes = protocols.transfer_format(cfg, x0.numel())
         # the paper's model on the wire (its bytes counted and timed) while a smaller one is trained
         self.model_bytes = cfg["virtual_model_bytes"] or self.model_bytes
@@ -129,7 +131,7 @@ class Network:
         # make_node seeds torch's global generator (so every node starts from x0); a node built
         # mid-run must leave the generator as it found it, as building them all at the start did
         with torch.random.fork_rng(devices=[]):
-            node = algorithms.make_node(self.cfg, self.run, v, self.nodes[0].device)
+            node = self.build_node(v)
         if self.batch is not None:
             self.batch.add(node)
         return node
@@ -393,8 +395,9 @@ def simulate(cfg, run, verbose=True):
     """One simulated run of cfg on run (build_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
-    first = algorithms.make_node(cfg, run, 0, device)  # x0; it seeds torch's global generator
-    estimate, parts = memory_estimate(cfg, first)
+    clock = VirtualClock()
+    net = Network(cfg, run, clock, lambda v: algorithms.make_node(cfg, run, v, device))
+    estimate, parts = memory_estimate(cfg, net.nodes[0])
     usable, source = machine_memory()
     if estimate > usable:
         raise config.ConfigError(f"this run needs an estimated {estimate / 1e9:.1f} GB ({parts}) but the machine "
@@ -409,8 +412,6 @@ def simulate(cfg, run, verbose=True):
               + (f"; transfers of {cfg['virtual_model_bytes']} B (--virtual-model-bytes)" if cfg["virtual_model_bytes"] else "")
               + f"\nmemory: an estimated {estimate / 1e9:.2f} GB ({parts}) of {usable / 1e9:.1f} GB ({source})",
               flush=True)
-    clock = VirtualClock()
-    net = Network(cfg, run, first, clock, OpenFiles())
     nodes, logs = net.nodes, net.logs
     DRIVERS[net.protocols[0].driver](net)  # schedules the first events; the clock runs them
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
