@@ -11,16 +11,42 @@ import os
 import socket
 import threading
 import time
+from collections import OrderedDict
 
 COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays")
 
 
+class OpenFiles:
+    """The simulator's V event logs share at most `limit` open files (V = 100,000 would exceed the
+    process's limit): a log's file is created at its first event, and a file not written for the
+    longest is closed when another needs a handle, then reopened to append. One thread only."""
+    def __init__(self, limit=256):
+        self.limit, self.files = limit, OrderedDict()  # path -> open file, least recently written first
+
+    def get(self, path, created):
+        """The file at path, open for writing: made empty unless `created` (then appended to)."""
+        file = self.files.pop(path, None)
+        if file is None:
+            if len(self.files) >= self.limit:
+                self.files.popitem(last=False)[1].close()
+            file = open(path, "ab" if created else "wb", buffering=0)
+        self.files[path] = file
+        return file
+
+    def close(self, path):
+        file = self.files.pop(path, None)
+        if file is not None:
+            file.close()
+
+
 class EventLog:
-    def __init__(self, path, clock, resume_at=None):
+    def __init__(self, path, clock, resume_at=None, files=None):
         # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
-        self.clock, self.path = clock, path
+        self.clock, self.path, self.files = clock, path, files
         # unbuffered, one write per event: an event logged is on disk, whatever ends the process next
-        if resume_at is None:
+        if files is not None:  # the simulator: the file comes from `files` (OpenFiles) when an event is written
+            self.file, self.length = None, 0
+        elif resume_at is None:
             self.file, self.length = open(path, "wb", buffering=0), 0
         else:  # a resumed run: drop what was logged after the checkpoint, then append
             self.file, self.length = open(path, "r+b", buffering=0), resume_at
@@ -39,13 +65,14 @@ class EventLog:
             line = json.dumps(strict_json(event), allow_nan=False)
         line = (line + "\n").encode()
         with self.lock:
+            file = self.file if self.files is None else self.files.get(self.path, created=self.length > 0)
             try:
                 written = 0
                 while written < len(line):  # a full disk can take part of a line before it refuses
-                    written += self.file.write(line[written:])
+                    written += file.write(line[written:])
             except OSError as e:
-                self.file.truncate(self.length)  # no cut-off line stays behind to be read as an event
-                self.file.seek(self.length)
+                file.truncate(self.length)  # no cut-off line stays behind to be read as an event
+                file.seek(self.length)
                 raise OSError(e.errno, e.strerror, self.path) from None
             self.length += len(line)
 
@@ -87,7 +114,10 @@ class EventLog:
             return self.length
 
     def close(self):
-        self.file.close()
+        if self.files is None:
+            self.file.close()
+        else:
+            self.files.close(self.path)
 
 
 EVAL_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # algorithms.make_evaluate's keys
