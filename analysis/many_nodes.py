@@ -163,8 +163,8 @@ def write_report(results, report_path, figure_dir, runtime, metric, target):
     rel = os.path.relpath(figure_dir, os.path.dirname(report_path) or ".")
     seeds = sorted({r["config"]["seed"] for r in results})
     lines = ["## Large graphs: the claims at V = 20, 50, 100 (simulated)", "",
-             "Produced by `python analysis/many_nodes.py` on the virtual clock of `simulate.py`, which runs the MPI engine's rules "
-             "(algorithms.py) with simulated time: every local update takes an exponential time of mean "
+             "Produced by `python analysis/many_nodes.py` on the virtual clock of `simulate.py`, which runs the MPI "
+             "engine's protocols (protocols.py) with simulated time: every local update takes an exponential time of mean "
              f"{COMPUTE_MEAN * 1e3:g} ms, every model transfer {TRANSFER_TIME * 1e3:g} ms (ResNet-20's 1.09 MB at "
              "1 Gbit/s; the model trained is the digits MLP, so the study is cheap but compute and communication keep "
              f"the paper's proportions). Digits, tau = 5, constant lr 0.05; gossip back to back (free mode). "

@@ -8,7 +8,7 @@ failure; runs of the same algorithm without failures are drawn dotted, for refer
     mpirun -n 6 python main.py --algorithm gossip --train-time 30 --eval-interval 1 --out runs/nofail-gossip
     python plot_failures.py runs/fail-mw runs/fail-gossip runs/nofail-mw runs/nofail-gossip --ymin 0.85
 
-writes runs/failures.png (--out figures/failures.png replaces the README's figure). It also prints, for every failure, the accuracy evaluated last before it, first after
+writes runs/failures.png (--out figures/failures.png replaces the figure of docs/failures.md). It also prints, for every failure, the accuracy evaluated last before it, first after
 it (at the node evaluation moved to) and at the end of the run.
 """
 import os

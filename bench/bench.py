@@ -1,7 +1,7 @@
 """
 How close the MPI engine gets to the ideal: its overhead, measured end to end.
 
-    python bench.py          # about 16 minutes on 2 cores; a table, then one JSON line of ratios
+    python bench/bench.py    # about 16 minutes on 2 cores; a table, then one JSON line of ratios
 
 - engine efficiency: every local update is a sleep of --compute seconds and the model a flat
   buffer of --params fp32 values (main.py --emulate-compute / --emulate-params). A sleep uses no

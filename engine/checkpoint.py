@@ -30,7 +30,7 @@ walks with their headers, the aggregator's x, snapshots and joined walks, the
 retirement count and the retired walks; gossip: the live model, the local updates
 done, the partner RNG; both: the failures logged). The clock keeps running while a checkpoint is taken.
 
---resume DIR re-reads DIR/config.json (main.resumed_config), loads every rank's
+--resume DIR re-reads DIR/config.json (config.resumed_config), loads every rank's
 file of the latest round, cuts each event log back to its length at the
 checkpoint, restarts the clock at the saved elapsed time (the time-based LR
 schedule, evaluations, failures and budget go on from there) and continues,

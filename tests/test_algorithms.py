@@ -77,6 +77,7 @@ def test_walk_routes_are_reproducible_and_follow_edges():
     assert len(hops) == 1
 
 
+@pytest.mark.slow
 def test_local_update_moves_the_params_and_keeps_optimizer_state():
     cfg = config.parse_config(["--nodes", "4", "--partition", "iid"])
     run = build_run.build_run(cfg, 4)

@@ -15,7 +15,9 @@ import models
 from tasks import cifar10_files
 import simulate
 from core.events import read_events
-from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def twin_nodes(cfg, run):
@@ -58,6 +60,7 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, mom
                                            atol=momentum_atol or atol)
 
 
+@pytest.mark.slow
 def test_mlp_updates_match_the_sequential_path(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--nodes", "5", "--out", str(tmp_path)])
     run = build_run.build_run(cfg, cfg["nodes"])
@@ -67,6 +70,7 @@ def test_mlp_updates_match_the_sequential_path(tmp_path):
     assert_same_nodes(*state, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_flushes_run_one_at_a_time_on_the_nodes_bank_rows(tmp_path):
     """Flushes below min_batch go through algorithms.local_update on the node itself; mixed with
     vmapped ones, every node's parameters, momentum and results still equal the sequential path's."""
@@ -89,6 +93,7 @@ def cifar_shaped_run(cfg, samples=48):
     return dict(task_data=task_data, shards=shards)
 
 
+@pytest.mark.slow
 def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path):
     cfg = config.parse_config(["--task", "cifar10", "--data-dir", str(tmp_path), "--nodes", "3", "--tau", "2", "--batch-size", "8",
                              "--out", str(tmp_path)])
@@ -108,6 +113,7 @@ def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path)
 FLOAT_FIELDS = {"loss": 1e-5, "test_loss": 1e-5, "test_accuracy": 0.0}  # absolute tolerances
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_batched_event_logs_equal_the_sequential_ones_up_to_rounding(tmp_path, monkeypatch, algorithm):
     flags = ["--algorithm", algorithm, "--nodes", "8", "--walks", "3", "--task", "digits", "--max-iterations", "200",

@@ -19,6 +19,7 @@ import models
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.mpi
 @pytest.mark.timeout(1800)  # only catches a hang: on a loaded machine the five mpirun start-ups alone take minutes
 def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp_path):
     # a rank's log left over from an earlier, larger run in the same place must not be counted

@@ -65,6 +65,7 @@ BAD_FLAGS = [
 ]
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("args,message", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
 def test_bad_number_is_one_line_and_exit_2_on_every_rank(args, message):
     result = run_main(2, args, timeout=60)
@@ -73,9 +74,10 @@ def test_bad_number_is_one_line_and_exit_2_on_every_rank(args, message):
     assert lines == [f"error: {message}"], result.stderr
 
 
+@pytest.mark.mpi
 def test_bad_flag_is_reported_by_eight_ranks_before_torch(tmp_path):
     """The work before the report is bounded: no rank imports torch (a stand-in torch package first on
-    the path leaves a file per import). The time this takes is in the README, not asserted here."""
+    the path leaves a file per import). The time this takes is in docs/configuration.md, not asserted here."""
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text(
         f"import os\nopen(os.path.join({str(tmp_path)!r}, f'imported-by-{{os.getpid()}}'), 'w').close()\n"
@@ -86,6 +88,7 @@ def test_bad_flag_is_reported_by_eight_ranks_before_torch(tmp_path):
     assert not list(tmp_path.glob("imported-by-*"))
 
 
+@pytest.mark.mpi
 def test_device_cuda_without_a_gpu_is_one_line():
     import torch
     if torch.cuda.is_available():

@@ -11,10 +11,9 @@ import tasks
 from core import config
 from data import DataError, ShardBatches, class_histogram, format_histogram, partition_indices
 from tasks.cifar10_files import CIFAR_MEAN, CIFAR_STD, augment_cifar_batch
-from tasks import cifar10_files
+from conftest import CIFAR_IMAGES_PER_BATCH, write_cifar_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGES_PER_BATCH = 20
 
 
 def mean_top_class_share(labels, shards, num_classes):
@@ -96,6 +95,7 @@ def test_digits_loads_with_fixed_split():
     assert data.augment is None
 
 
+@pytest.mark.slow
 def test_synthetic_loads_standardised():
     data = load_task_data("synthetic", seed=0, synthetic_samples=500, synthetic_features=8, synthetic_classes=3)
     assert data.train_x.shape == (400, 8) and data.test_x.shape == (100, 8)
@@ -109,19 +109,14 @@ def test_unknown_task_names_the_allowed_ones():
     assert tuple(tasks.TASKS) == ("digits", "synthetic", "cifar10", "mnli")
 
 
-def write_cifar_folder(folder, seed=0):
-    """Tiny CIFAR-10 batches in the real on-disk format."""
-    cifar10_files.write_cifar_folder(folder, images_per_batch=IMAGES_PER_BATCH, seed=seed)
-
-
 @pytest.mark.parametrize("subfolder", ["", "cifar-10-batches-py"])
 def test_cifar_loader_reads_the_python_batches(tmp_path, subfolder):
     write_cifar_folder(os.path.join(tmp_path, subfolder) if subfolder else os.path.join(tmp_path, "c"))
     data_dir = str(tmp_path) if subfolder else os.path.join(tmp_path, "c")
     data = load_task_data("cifar10", data_dir=data_dir)
-    assert data.train_x.shape == (5 * IMAGES_PER_BATCH, 3, 32, 32) and data.train_x.dtype == torch.float32
-    assert data.test_x.shape == (IMAGES_PER_BATCH, 3, 32, 32)
-    assert data.train_y.dtype == torch.long and len(data.partition_labels) == 5 * IMAGES_PER_BATCH
+    assert data.train_x.shape == (5 * CIFAR_IMAGES_PER_BATCH, 3, 32, 32) and data.train_x.dtype == torch.float32
+    assert data.test_x.shape == (CIFAR_IMAGES_PER_BATCH, 3, 32, 32)
+    assert data.train_y.dtype == torch.long and len(data.partition_labels) == 5 * CIFAR_IMAGES_PER_BATCH
     with open(os.path.join(tmp_path, subfolder or "c", "data_batch_1"), "rb") as f:
         raw = pickle.load(f, encoding="bytes")
     pixel = raw[b"data"][0].reshape(3, 32, 32)[:, 5, 7] / 255.0
@@ -228,6 +223,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "data.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_prints_a_histogram():
     result = run_cli("--task", "digits", "--nodes", "8", "--partition", "dirichlet", "--alpha", "0.1", "--seed", "0")
     assert result.returncode == 0, result.stderr
@@ -235,6 +231,7 @@ def test_cli_prints_a_histogram():
     assert lines[1].startswith("node") and len(lines) == 2 + 8
 
 
+@pytest.mark.slow
 def test_cli_bad_alpha_exits_2_with_error():
     result = run_cli("--task", "digits", "--nodes", "8", "--partition", "dirichlet", "--alpha", "-1")
     assert result.returncode == 2

@@ -8,16 +8,9 @@ from core import algorithms
 from core import config
 from core import build_run
 from core.events import read_events
-from conftest import read_summary, run_main
+from conftest import FAST, counters_from_events, read_summary, run_main
 
-FAST = ["--task", "digits", "--eval-interval", "2", "--warmup-time", "0"]
-
-
-def counters_from_events(out_dir):
-    events = read_events(out_dir)
-    count = lambda kind: sum(e["type"] == kind for e in events)  # noqa: E731
-    return dict(iterations=count("update"), transfers=count("transfer"), self_loops=count("self_loop"),
-                exchanges=count("exchange"), bytes_sent=sum(e["bytes"] for e in events if e["type"] == "transfer"))
+pytestmark = pytest.mark.mpi
 
 
 def test_mw_with_one_walk_is_single_random_walk_sgd(tmp_path):
@@ -83,6 +76,13 @@ def test_both_algorithms_learn_digits(tmp_path):
         assert "test acc" in result.stdout and (out / "config.json").exists()
 
 
+def assert_no_update_starts_past(out, train_time):
+    """Every rank stops taking up work at the budget: no local update in any log began after it
+    (the run's timeout, not a wall-clock bound, catches a rank that never stops)."""
+    late = [e for e in read_events(out) if e["type"] == "update" and e["t"] - e["duration"] > train_time]
+    assert not late, late[:3]
+
+
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 @pytest.mark.parametrize("graph", ["cycle", "complete", "er"])
 def test_runs_end_cleanly_within_budget(tmp_path, algorithm, graph):
@@ -90,11 +90,11 @@ def test_runs_end_cleanly_within_budget(tmp_path, algorithm, graph):
                           "--gossip-mode", "per_update" if graph == "complete" else "free",
                           "--out", tmp_path, *FAST], timeout=90)
     assert result.returncode == 0, result.stderr
-    summary = read_summary(tmp_path)
-    assert summary["complete"] and summary["wall_time_s"] < 4 + 3  # every rank out within seconds of the budget
+    assert read_summary(tmp_path)["complete"]
+    assert_no_update_starts_past(tmp_path, 4)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_no_deadlock_across_seeds_and_eight_ranks(tmp_path):
     for seed in range(6):
         algorithm, graph = ["mw", "gossip"][seed % 2], ["cycle", "complete", "er"][seed % 3]
@@ -102,7 +102,8 @@ def test_no_deadlock_across_seeds_and_eight_ranks(tmp_path):
         result = run_main(8, ["--algorithm", algorithm, "--graph", graph, "--walks", 1 + seed, "--seed", seed,
                               "--train-time", 3, "--out", out, *FAST], timeout=120)
         assert result.returncode == 0, (seed, result.stderr)
-        assert read_summary(out)["wall_time_s"] < 3 + 3
+        assert read_summary(out)["complete"]
+        assert_no_update_starts_past(out, 3)
 
 
 BAD_CONFIGS = [

@@ -62,8 +62,10 @@ def test_constraints_pin_every_requirement_and_match_the_install():
 
 
 def test_ci_installs_through_the_pins():
-    ci = open(os.path.join(ROOT, ".ci", "run")).read()
-    assert "pip install -r requirements.txt -r requirements-test.txt -c constraints.txt" in ci
+    """CI runs `make test`, whose venv is installed through the pins."""
+    ci, make = (open(os.path.join(ROOT, *path)).read() for path in ((".ci", "run"), ("Makefile",)))
+    assert "make test" in ci
+    assert "pip install -r requirements.txt -r requirements-test.txt -c constraints.txt" in make
 
 
 def test_software_versions_name_what_the_numbers_depend_on():

@@ -62,6 +62,7 @@ def test_mean_curve_interpolates_on_the_range_every_seed_covers():
     assert np.allclose(std, grid * (0.1 - 0.025) / 2)
 
 
+@pytest.mark.slow
 def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()  # a folder without the CIFAR-10 batches: main's path check passes, the data check does not
@@ -78,6 +79,7 @@ def test_paper_preset_fails_fast_without_cifar(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # nothing was launched
 
 
+@pytest.mark.slow
 def test_every_preset_expands_to_valid_main_flags():
     from core import config
     for name, preset in experiments.PRESETS.items():
@@ -110,6 +112,7 @@ def markdown_rows(text, first_cell_prefix):
             for line in text.splitlines() if line.startswith("| " + first_cell_prefix)]
 
 
+@pytest.mark.mpi
 def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, capsys):
     runs_dir, report_dir = tmp_path / "runs", tmp_path / "report"
     args = ("smoke", "--runs-dir", str(runs_dir), "--report-dir", str(report_dir))

@@ -14,7 +14,6 @@ from core import build_run
 from tasks import cifar10_files, multinli
 import models
 from conftest import REPO
-from test_mnli import model, tiny, tokenizer  # noqa: F401  (module fixtures: a tiny OPT and MultiNLI)
 
 PAPER = "configs/paper/"
 ER = PAPER + "erdos_renyi_graph_20_nodes.json"
@@ -130,6 +129,7 @@ def test_partition_is_seeded_and_unknown_ones_are_named():
 def test_cli_prints_statistics_and_at_most_8_nodes():
     import subprocess
     import sys
+    from conftest import REPO
     out = subprocess.run([sys.executable, "data.py", "--nodes", "20", "--alpha", "0.1"], capture_output=True,
                          text=True, timeout=120, cwd=REPO)
     lines = out.stdout.strip().splitlines()
@@ -211,6 +211,7 @@ def test_node_loss_follows_mnli_style(tiny):
     assert masked.loss_fn is multinli.lm_loss
 
 
+@pytest.mark.slow
 def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
     cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
@@ -224,6 +225,7 @@ def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
 
 # ----------------------------------------------------------------------------- 6. BatchNorm recalibration
 
+@pytest.mark.slow
 def test_bn_recalibration_uses_a_copy_and_averages_the_node_batches():
     cfg = cifar_cfg(bn_recalibrate=3)
     run = cifar_like_run()

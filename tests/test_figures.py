@@ -81,6 +81,7 @@ def write_run(path, backend, seed, algorithm="mw", failures=()):
         f.writelines(json.dumps(e) + "\n" for e in events)
 
 
+@pytest.mark.slow
 def test_figure_titles_count_seeds_and_say_virtual_time(tmp_path, monkeypatch):
     titles, xlabels = [], []
     real_draw = plots.draw_setting

@@ -1,5 +1,5 @@
 """The multi-node launch files: the Kubeflow MPIJob manifests, the Dockerfile,
-the MPI hostfile and the README commands that run main.py.
+the MPI hostfile and the README's and docs' commands that run main.py.
 
 Every `python main.py ...` they contain must be accepted by config.parse_config
 (paths not checked: they live on the cluster), mpirun's -n must match the
@@ -288,6 +288,7 @@ def test_hostfile_lines_are_host_colon_slots():
     assert "slots=" in (ROOT / "hostfile").read_text(), "shows the Open MPI form in a comment"
 
 
+@pytest.mark.mpi
 def test_hydra_reads_the_hostfile(tmp_path):
     """MPICH's own mpiexec parses the file (comments included), with the hosts swapped for localhost."""
     mpiexec = shutil.which("mpiexec")
@@ -303,8 +304,8 @@ def test_hydra_reads_the_hostfile(tmp_path):
 
 
 def doc_commands():
-    """The multi-node commands (mpirun with a hostfile) of the README's code blocks that run main.py."""
-    text = (ROOT / "README.md").read_text()
+    """The multi-node commands (mpirun with a hostfile) of the README's and the docs' code blocks that run main.py."""
+    text = "".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
     commands = []
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():

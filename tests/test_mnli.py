@@ -1,5 +1,6 @@
 """MultiNLI + OPT on a tiny random OPT, a tokenizer trained on the test's own text, and tiny
-MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files)."""
+MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files): the
+fixtures `tiny`, `tokenizer` and `model` of conftest.py."""
 import json
 import os
 
@@ -12,88 +13,7 @@ import models
 from data import DataError, partition_indices, subset_test_split
 from core.events import read_events
 import conftest
-
-GENRES = ("fiction", "government", "slate", "telephone", "travel")
-WORDS = ("the cat dog man woman child sat ran slept ate walked on in under near a an red big small old new "
-         "house park river city road table tree car book letter quickly slowly today never always not").split()
-
-
-def sentence(rng, low, high):
-    return " ".join(rng.choice(WORDS, size=int(rng.integers(low, high)))).capitalize() + "."
-
-
-def tiny_rows(rng, count):
-    """MultiNLI-like rows: (premise, hypothesis, label id, genre); every 17th row has a very long premise."""
-    return [(sentence(rng, 130, 160) if i % 17 == 5 else sentence(rng, 6, 14), sentence(rng, 3, 8),
-             int(rng.integers(3)), GENRES[int(rng.integers(len(GENRES)))]) for i in range(count)]
-
-
-def write_jsonl(path, rows, unlabeled):
-    with open(path, "w") as f:
-        for premise, hypothesis, label, genre in rows:
-            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label=multinli.LABEL_WORDS[label],
-                                    genre=genre, pairID="x")) + "\n")
-        for premise, hypothesis, genre in unlabeled:  # no annotator majority: must be skipped
-            f.write(json.dumps(dict(sentence1=premise, sentence2=hypothesis, gold_label="-", genre=genre)) + "\n")
-
-
-def save_dataset_dict(path, splits, unlabeled):
-    import datasets
-    datasets.disable_progress_bars()
-    tables = {}
-    for name, rows in splits.items():
-        rows = rows + [(p, h, -1, g) for p, h, g in unlabeled]
-        tables[name] = datasets.Dataset.from_dict(dict(premise=[r[0] for r in rows], hypothesis=[r[1] for r in rows],
-                                                       label=[r[2] for r in rows], genre=[r[3] for r in rows]))
-    datasets.DatasetDict(tables).save_to_disk(path)
-
-
-def save_tiny_opt(path, texts):
-    """A byte-level BPE tokenizer trained on `texts` (OPT's conventions: </s> is bos and eos,
-    <pad> pads) and a random 2-layer OPT over its vocabulary, saved as a checkpoint folder."""
-    from tokenizers import Tokenizer, decoders, models as tok_models, pre_tokenizers, processors, trainers
-    from transformers import OPTConfig, OPTForCausalLM, PreTrainedTokenizerFast
-    bpe = Tokenizer(tok_models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "</s>"],
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                       show_progress=False))
-    bpe.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="</s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.save_pretrained(path)
-    config = OPTConfig(vocab_size=len(tokenizer), hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
-                       num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128,
-                       pad_token_id=0, bos_token_id=1, eos_token_id=1)
-    torch.manual_seed(0)
-    OPTForCausalLM(config).save_pretrained(path)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnli")
-    rng = np.random.default_rng(0)
-    train, dev = tiny_rows(rng, 200), tiny_rows(rng, 60)
-    unlabeled = [(sentence(rng, 5, 9), sentence(rng, 3, 6), GENRES[0])]
-    jsonl_dir = root / "jsonl" / "multinli_1.0"
-    jsonl_dir.mkdir(parents=True)
-    write_jsonl(jsonl_dir / "multinli_1.0_train.jsonl", train, unlabeled)
-    write_jsonl(jsonl_dir / "multinli_1.0_dev_matched.jsonl", dev, unlabeled)
-    save_dataset_dict(str(root / "hf"), dict(train=train, validation_matched=dev), unlabeled)
-    save_tiny_opt(str(root / "opt"), [multinli.example_text(p, h, y, "") for p, h, y, _ in train])
-    return dict(root=root, model=str(root / "opt"), hf=str(root / "hf"), jsonl=str(root / "jsonl"),
-                train=train, dev=dev, task=multinli.load_mnli(str(root / "hf"), str(root / "opt")))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny):
-    return multinli.load_tokenizer(tiny["model"])
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return multinli.load_model(tiny["model"]).eval()
-
+from conftest import GENRES, write_jsonl
 
 # ----------------------------------------------------------------------------- data
 
@@ -156,6 +76,7 @@ def test_split_is_over_genres(tiny):
 
 # ----------------------------------------------------------------------------- loss, evaluation, model
 
+@pytest.mark.slow
 def test_padding_does_not_change_the_loss(tiny, model):
     task = tiny["task"]
     i = int((task.train_y != multinli.IGNORE).sum(1).argmin())  # the shortest row: most padding
@@ -173,6 +94,7 @@ def test_padding_does_not_change_the_loss(tiny, model):
     assert torch.allclose(batch, sum(sums) / ((task.train_y[:2] != -100).sum() - 2), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_matches_scoring_one_example_at_a_time(tiny, model):
     task = subset_test_split(tiny["task"], 12, seed=0)
     loss, accuracy = multinli.evaluate_mnli(model, task, batch_size=5)
@@ -274,6 +196,7 @@ def run_mnli(args, ranks=4, timeout=240):
     return conftest.run_main(ranks, ["--task", "mnli", *args], timeout=timeout)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("algorithm, data_form, dtype", [("mw", "jsonl", "float32"), ("gossip", "hf", "bfloat16")])
 def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
     out = tmp_path / "run"
@@ -295,6 +218,7 @@ def test_mnli_trains_on_4_ranks(tiny, tmp_path, algorithm, data_form, dtype):
     assert 0 <= summary["final_test_accuracy"] <= 1
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("what", ["missing model dir", "data dir without MultiNLI"])
 def test_bad_input_exits_2_with_one_line(tiny, tmp_path, what):
     model_dir, data_dir = tiny["model"], tiny["hf"]

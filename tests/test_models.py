@@ -86,6 +86,7 @@ def test_models_are_seeded_by_torch():
     assert mlp(torch.randn(5, 8)).shape == (5, 3)
 
 
+@pytest.mark.slow
 def test_evaluate_returns_sane_values_and_restores_mode():
     model = seeded(ResNet20, 0)
     x, y = torch.randn(10, 3, 32, 32), torch.randint(0, 10, (10,))
@@ -98,6 +99,7 @@ def test_evaluate_returns_sane_values_and_restores_mode():
     assert not model.training
 
 
+@pytest.mark.slow
 def test_mlp_learns_digits():
     cfg = dict(config.config, task="digits")
     data = tasks.get("digits").load_data(cfg)

@@ -15,7 +15,9 @@ from core import config
 from tasks import cifar10_files
 from analysis import experiments
 from core import run_records
-from test_simulate import event_files, one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import event_files, simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESET = experiments.PRESETS["paper_sim"]
@@ -99,6 +101,7 @@ def test_main_refuses_virtual_model_bytes():
         "error: virtual_model_bytes is the simulator's (simulate.py): a real run sends and counts its own model's bytes"]
 
 
+@pytest.mark.slow
 def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, monkeypatch, capsys):
     small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0, 1),
                  grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw5", "gossip"])])
@@ -139,10 +142,12 @@ def test_a_slice_of_paper_sim_runs_through_experiments_and_reports(tmp_path, mon
     assert event_files(fresh) == event_files(runs_dir / "paper_sim" / names[1])
 
 
+@pytest.mark.slow
 def test_a_run_past_the_timeout_is_killed_and_the_others_go_on(tmp_path, monkeypatch, capsys):
-    small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0,), timeout=3,
+    small = dict(PRESET, flags=dict(PRESET["flags"], max_iterations=60), evals_per_run=10, seeds=(0,), timeout=30,
                  grid=[(20, experiments.PAPER_GRAPHS["cycle"], 1.0, ["mw1", "gossip"])])
-    slow = dict(small, flags=dict(small["flags"], max_iterations=10**7))  # minutes: past the timeout
+    # the timeout leaves a loaded machine room for 60 updates; 10**7 updates take hours
+    slow = dict(small, flags=dict(small["flags"], max_iterations=10**7))
     monkeypatch.setitem(experiments.PRESETS, "paper_sim", small)
     runs_dir = tmp_path / "runs"
     todo = [experiments.expand(slow)[0], experiments.expand(small)[1]]

@@ -6,17 +6,19 @@ import os
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 
 from core import algorithms
 import graphs
 from core import config
-from core import build_run
 import models
 import protocols
 import simulate
 from core.events import EventLog, read_events
-from conftest import REPO, run_main
+from conftest import REPO, run_main, simulate_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the simulated runs
 
 MODEL_PARAMS = 4  # the protocol is what is under test: no SGD, a tiny flat model
 
@@ -98,6 +100,7 @@ def log_bytes(folder):
     return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
 
 
+@pytest.mark.slow
 def test_randomized_schedules_keep_the_invariants(tmp_path):
     """Deterministic simulation testing: 1,000 randomized schedules of the real protocol code; the
     invariants hold after each, and every 10th schedule rerun from its seed gives identical logs."""
@@ -199,12 +202,7 @@ def per_walk(out):
     return routes, counters
 
 
-def simulate_run(out, *flags):
-    cfg = config.parse_config([*flags, "--out", str(out)])
-    torch.set_num_threads(1)
-    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
-
-
+@pytest.mark.mpi
 def test_independent_walks_is_one_protocol_on_both_transports(tmp_path):
     launcher = tmp_path / "independent.py"
     launcher.write_text(LAUNCHER.format(repo=REPO, tests=os.path.join(REPO, "tests")))
@@ -221,6 +219,7 @@ def test_independent_walks_is_one_protocol_on_both_transports(tmp_path):
     assert not torch.equal(torch.load(tmp_path / "mw" / "model.pt"), torch.load(tmp_path / "again" / "model.pt"))
 
 
+@pytest.mark.mpi
 def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
     """Node 0 fails at time 0: every visit it gets is a relay, node 1 adopts then merges; the
     routes, relays and counters are then a function of the seed alone, on both transports."""

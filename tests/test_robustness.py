@@ -13,9 +13,7 @@ import torch
 from core import algorithms
 from core import config
 from core.events import read_events
-from conftest import REPO, read_summary, run_main
-from test_data import write_cifar_folder
-from test_engine import FAST, counters_from_events
+from conftest import FAST, REPO, counters_from_events, read_summary, run_main, write_cifar_folder
 
 
 # ----------------------------------------------------------------------------- the rules, by hand
@@ -49,6 +47,7 @@ def evals_of(events):
     return [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_two_failures_on_six_ranks(tmp_path, algorithm):
     """MW-4 loses its aggregator twice, gossip loses nodes 0 and 1: both finish, keep learning
@@ -90,6 +89,7 @@ def test_two_failures_on_six_ranks(tmp_path, algorithm):
 
 # ----------------------------------------------------------------------------- a real crash
 
+@pytest.mark.mpi
 def test_killed_rank_ends_the_job_and_is_named(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     job = subprocess.Popen(["mpirun", "-n", "4", sys.executable, "main.py", "--train-time", "120", "--out",
@@ -106,10 +106,10 @@ def test_killed_rank_ends_the_job_and_is_named(tmp_path):
     os.kill(pid, signal.SIGKILL)
     killed = time.time()
     try:
-        stdout, stderr = job.communicate(timeout=30)
+        stdout, stderr = job.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         job.kill()
-        pytest.fail("the job outlived a killed rank by 30 s")
+        pytest.fail("the job outlived a killed rank by 60 s")
     took = time.time() - killed
     print(f"crash detected and job ended {took:.2f} s after SIGKILL")
     assert job.returncode != 0
@@ -136,6 +136,7 @@ def run_stopped_and_resumed(tmp_path, ranks, flags, first_part, every):
     return out, latest, done_by_checkpoint
 
 
+@pytest.mark.mpi
 def test_resumed_mw_run_reaches_the_uninterrupted_counters(tmp_path):
     walks, budget = 3, 1200
     flags = ["--walks", walks, "--graph", "er", "--er-p", 0.5, "--seed", 1, "--tau", 1, "--max-iterations", budget,
@@ -143,7 +144,8 @@ def test_resumed_mw_run_reaches_the_uninterrupted_counters(tmp_path):
     whole = run_main(4, [*flags, "--train-time", 600, "--out", tmp_path / "whole"], timeout=240)
     assert whole.returncode == 0, whole.stderr
     out, latest, done_by_checkpoint = run_stopped_and_resumed(tmp_path, 4, flags, first_part=1.0, every=0.5)
-    assert latest["round"] == 0 and 0.5 <= latest["elapsed"] < 1.0 and 0 < done_by_checkpoint < budget
+    # the one round a 1 s run has room for, cut at or after its time, with work on both sides of it
+    assert latest["round"] == 0 and latest["elapsed"] >= 0.5 and 0 < done_by_checkpoint < budget
     a, b = read_summary(tmp_path / "whole"), read_summary(out)
     assert b["complete"] and a["iterations"] == b["iterations"] == budget
     for key in ("transfers", "self_loops"):  # routes are a function of (seed, walk, hop): the same hops
@@ -152,7 +154,8 @@ def test_resumed_mw_run_reaches_the_uninterrupted_counters(tmp_path):
         assert b[key] == value, key
 
 
-@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_resumed_gossip_run_reaches_the_iteration_budget(tmp_path):
     budget = 800
@@ -232,6 +235,7 @@ BAD_INPUTS = [  # (ranks, arguments or a function of tmp_path that makes them, t
 ]
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("ranks,args,message", BAD_INPUTS, ids=[m for _, _, m in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, ranks, args, message):
     args = args(tmp_path) if callable(args) else args
@@ -272,7 +276,8 @@ def run_until_complete(flags, out, run_limit, teardown_limit):
     return took
 
 
-@pytest.mark.slow
+@pytest.mark.mpi
+@pytest.mark.long
 @pytest.mark.timeout(7200)  # 30 launches of 4 ranks: minutes on 2 cores, more when it is loaded
 def test_soak_randomized_short_runs_never_hang(tmp_path):
     """30 short runs over graph x algorithm x R x alpha x seed (with failures and checkpoints

@@ -26,6 +26,7 @@ def one_error_line(result):
     return lines[0]
 
 
+@pytest.mark.mpi
 def test_folder_of_another_run_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "events-rank0.jsonl").write_text("")
@@ -33,6 +34,7 @@ def test_folder_of_another_run_is_refused(tmp_path):
     assert f"--out {tmp_path} holds another run (config.json, events-rank0.jsonl); pass --overwrite true" in line
 
 
+@pytest.mark.mpi
 def test_overwrite_removes_the_other_runs_files(tmp_path):
     (tmp_path / "events-rank5.jsonl").write_text('{"type": "update"}\n')  # a rank this run does not have
     (tmp_path / "checkpoint").mkdir()
@@ -48,6 +50,7 @@ def test_overwrite_removes_the_other_runs_files(tmp_path):
         ".lock", "config.json", "events-rank0.jsonl", "events-rank1.jsonl", "notes.txt", "summary.json"]
 
 
+@pytest.mark.mpi
 def test_second_concurrent_run_into_the_folder_refuses_at_once(tmp_path):
     first = start_main(2, [*TINY, "--max-iterations", 0, "--train-time", 5, "--out", tmp_path])
     try:
@@ -68,6 +71,7 @@ def test_second_concurrent_run_into_the_folder_refuses_at_once(tmp_path):
     ("README.md", "--out README.md is a file, not a folder"),
     ("/proc/no-such-run", "--out /proc/no-such-run is not a writable folder"),
 ])
+@pytest.mark.mpi
 def test_unusable_out_is_one_line_and_exit_2(out, message):
     assert message in one_error_line(run_main(2, ["--out", out], timeout=60))
 
@@ -77,6 +81,7 @@ def simulate(*args):
                            "--eval-interval", "30", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.mpi
 def test_simulator_never_writes_into_a_live_runs_folder(tmp_path):
     live = start_main(2, [*TINY, "--max-iterations", 0, "--train-time", 600, "--out", tmp_path])
     try:  # the live run trains until it is stopped, however long the simulator takes to start
@@ -96,6 +101,7 @@ def test_simulator_never_writes_into_a_live_runs_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("events-rank*.jsonl")) == ["events-rank0.jsonl", "events-rank1.jsonl"]
 
 
+@pytest.mark.slow
 def test_simulator_replaces_a_finished_run_only_with_overwrite(tmp_path):
     assert simulate("--out", tmp_path).returncode == 0
     first = (tmp_path / "events-rank0.jsonl").read_text()

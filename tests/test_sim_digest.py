@@ -28,6 +28,7 @@ def event_digest(out):
     return digest.hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_fixed_seed_event_logs_are_unchanged(tmp_path, name):
     args, recorded = RUNS[name]

@@ -1,38 +1,16 @@
 """The virtual-clock simulator: determinism, agreement with the MPI engine, and the
 exponential-delay scaling laws time(T iterations) = T m / R (MW) and T m / V (gossip)."""
-import os
 from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 
-from core import config
-from core import build_run
 from core import run_records
 import simulate
 from core.events import read_events
-from conftest import run_main
+from conftest import event_files, run_main, simulate_run
 
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: one BLAS thread is fastest and keeps the suite from oversubscribing the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def simulate_run(out, *flags):
-    cfg = config.parse_config([*flags, "--out", str(out)])
-    return simulate.simulate(cfg, build_run.build_run(cfg, cfg["nodes"]), verbose=False)
-
-
-def event_files(out):
-    return {name: open(os.path.join(out, name), "rb").read()
-            for name in sorted(os.listdir(out)) if name.startswith("events-rank")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
@@ -61,7 +39,8 @@ def per_walk(out):
     return routes, counters
 
 
-@pytest.mark.parametrize("graph", [pytest.param("cycle", marks=pytest.mark.slow), "er"])
+@pytest.mark.mpi
+@pytest.mark.parametrize("graph", [pytest.param("cycle", marks=pytest.mark.long), "er"])
 def test_routes_and_counters_match_the_mpi_engine(tmp_path, graph):
     flags = ["--walks", "2", "--graph", graph, "--task", "digits", "--max-iterations", "40", "--train-time", "600",
              "--eval-interval", "600", "--seed", "3"]
@@ -148,6 +127,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_network_average_is_evaluated_beside_node_0_without_changing_the_run(tmp_path):
     flags = ["--algorithm", "gossip", "--nodes", "6", "--graph", "complete", "--task", "synthetic",
              "--synthetic-samples", "600", "--max-iterations", "120", "--eval-interval", "0.05", "--seed", "2"]

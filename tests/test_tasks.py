@@ -17,9 +17,9 @@ import tasks
 from core import algorithms, build_run, config
 from tasks import classification, cifar10_files
 from tasks.record import Folder, Task
-from test_simulate import one_thread, simulate_run  # noqa: F401 (one_thread: an autouse fixture)
+from conftest import REPO, simulate_run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_record_is_complete_and_names_real_config_keys():

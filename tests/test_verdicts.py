@@ -40,12 +40,14 @@ def test_claim_1_supported_when_mw1_is_faster_at_every_alpha_and_contradicted_wh
     assert verdicts.claim_cycle(groups_of(spec), MEASURES, "test_accuracy")["verdict"] == verdicts.CONTRADICTED
 
 
+@pytest.mark.slow
 def test_claim_1_equal_curves_are_no_difference_not_inconclusive():
     spec = {("cycle", a, algo): (400, 1.0) for a in (10.0, 1.0) for algo in ("mw1", "gossip")}
     result = verdicts.claim_cycle(groups_of(spec), MEASURES, "test_accuracy")
     assert result["per_measure"][0.9] == verdicts.NO_DIFFERENCE
 
 
+@pytest.mark.slow
 def test_claim_2_dependence_on_r_and_alpha_and_the_crossover():
     # MW-R/gossip = R/5 at alpha 10 (crossover at R = 5), R/2 at alpha 0.1 (crossover at R = 2)
     spec = {}
@@ -79,6 +81,7 @@ def test_claim_4_exception_and_mw1_fewest():
     assert result["verdict"] == verdicts.CONTRADICTED
 
 
+@pytest.mark.slow
 def test_censored_runs_enter_by_survival():
     spec = {("cycle", 1.0, "mw1"): (150, 1.0), ("cycle", 1.0, "gossip"): (4000, 1.0)}  # gossip rarely reaches 0.93
     result = verdicts.claim_cycle(groups_of(spec), [0.93], "test_accuracy")
@@ -87,6 +90,7 @@ def test_censored_runs_enter_by_survival():
     assert result["verdict"] == verdicts.SUPPORTED
 
 
+@pytest.mark.slow
 def test_claim_3_against_linear():
     rng = np.random.default_rng(0)
     series = {"MW-R": {1: {s: 30 * rng.uniform(0.98, 1.02) for s in range(10)},
@@ -98,6 +102,7 @@ def test_claim_3_against_linear():
     assert result["verdict"] == verdicts.CONTRADICTED
 
 
+@pytest.mark.slow
 def test_the_front_table_has_a_row_per_claim_with_the_papers_words():
     spec = {("cycle", 1.0, "mw1"): (150, 1.0), ("cycle", 1.0, "gossip"): (300, 1.0)}  # nothing censored: fast
     groups = groups_of(spec)

@@ -1,14 +1,16 @@
 """How idle threads wait (engine/waker.py, Waker): asleep on their own sockets, woken by a
 poke from a rank on the same host or a ring from the rank's other thread. Real mpirun, 3 ranks."""
 import subprocess
-import sys
 import textwrap
+
+import pytest
 
 from core import mpirun_command as mpirun_lib
 from conftest import REPO, start_main
 
+pytestmark = pytest.mark.mpi
+
 SCRIPT = textwrap.dedent("""
-    import sys, time
     from mpi4py import MPI
     from engine.waker import COMM, COMPUTE, Waker
     comm = MPI.COMM_WORLD
@@ -16,21 +18,18 @@ SCRIPT = textwrap.dedent("""
     waker = Waker(comm)
     assert waker.pokable == {0, 1, 2} - {rank}, waker.pokable
     assert waker.cap == Waker.CHORES_CAP and "every peer wakes it" in waker.strategy, waker.strategy
+    assert not waker.wait(0.0, COMPUTE) and not waker.wait(0.0, COMM)  # nothing pending before the pokes
     comm.Barrier()
     if rank == 0:
-        time.sleep(0.3)
         waker.poke(1, COMPUTE)           # rank 1's compute thread, not its communication thread
         waker.ring(COMM)
-        assert waker.wait(5.0, COMM)     # its own ring
+        assert waker.wait(60.0, COMM)    # its own ring (the deadline only catches a hang)
         assert not waker.wait(0.0, COMM)  # answered: nothing left
     elif rank == 1:
-        started = time.monotonic()
-        assert waker.wait(10.0, COMPUTE)
-        woken_after = time.monotonic() - started
-        assert 0.2 < woken_after < 9, woken_after  # by the poke, not the timeout
-        assert not waker.wait(0.05, COMM)       # the poke was for the other thread
-    else:
-        assert not waker.wait(0.5, COMPUTE)     # nobody poked rank 2
+        assert waker.wait(60.0, COMPUTE)  # True: woken by the poke (a timeout answers False)
+    comm.Barrier()  # every poke is written (datagrams on this host arrive at once): what is pending now stays
+    if rank != 0:  # rank 1's poke was for its compute thread alone (answered above); nobody poked rank 2
+        assert not waker.wait(0.0, COMPUTE) and not waker.wait(0.0, COMM)
     passed = comm.gather(rank)  # one line from rank 0: ranks' separate prints can interleave mid-line
     if rank == 0:
         print("ok", *sorted(passed), flush=True)
