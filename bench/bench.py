@@ -12,8 +12,15 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
   same walks' routes run with no overhead at all: walks that meet at a node queue there (SEMANTICS.md §1),
   a cost of MW itself that R/t ignores. That ideal runs the walks in lock-step rounds of t;
   real timing jitter can spread them out and meet less often, so the ratio can exceed 1.
+- over bound (MW rows): against what no engine can avoid: every visit takes the emulated update
+  as it runs alone in this process on this machine now (update_alone) plus one raw one-way
+  transfer of the model (the ping-pong), and walks that meet queue as MW's do (the same routes
+  in rounds of that visit time); `mw<R>_over_bound` in the JSON line.
 - hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
-  seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message.
+  seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message; hop
+  runs and ping-pongs alternate (--hop-pairs, default 5) and the ratio is the pairs' median.
+- gossip rows: the configured pacing, and the ideal one (exchanges back to back, immediate
+  coupling: updates never wait for an exchange), each with its exchanges per second.
 - real-compute efficiency: the same engine with real local updates (the digits MLP; ResNet-20 on
   CIFAR-shaped input), local updates/s in the steady window / the rate of the same ranks computing
   the same model with no communication at all (--compute-only: every rank runs algorithms.local_update
