@@ -45,6 +45,7 @@ from engine.waker import COMPUTE, Backoff, Waker, wait
 from engine.wire import TAG_DONE, TAG_EXCHANGE, TAG_REPLY, TAG_RETIRED, TAG_STOP, TAG_WALK, BufferPool, ModelBuffer
 import models
 import protocols
+from simulation.engine_timing import mw_visit_delay
 
 POKED_PATIENCE = 5e-4  # seconds an idle compute thread, poked, probes for the walk announced
 
@@ -148,6 +149,7 @@ def run_walks(rank):
     # idle, it looks for walks itself; one from another host is found by the communication thread, which rings
     backoff = Backoff(rank.waker, rank.clock, COMPUTE, cap=Waker.CHORES_CAP)
     comm_thread = rank.start_communication(walk_communication, retired_here, pool)
+    visit_delay = mw_visit_delay(rank.cfg)  # 0 unless --mw-visit-delay authors: their polls' cost per visit
     while not stop.is_set():
         if ckpt.due():
             ckpt.pause(stop)  # walks arriving meanwhile stay parked in the protocol's queue
@@ -164,6 +166,8 @@ def run_walks(rank):
             continue
         if isinstance(step, protocols.Compute):
             loss, duration = rank.local_update(step.walk.params, step.lr)
+            if visit_delay:
+                time.sleep(visit_delay)
             with rank.lock:
                 step = protocol.after_update(step.walk, loss, duration, rank.clock())
             if step is None:  # it stays here

@@ -338,17 +338,26 @@ class GossipNode:
     its neighbours (Over); a passive node is done once every active neighbour has said so.
 
     How a local update's delta reaches the live model (--gossip-coupling, FIDELITY.md):
-    - authors (the authors' code): a finished update's delta is published as *pending*, and only
-      an exchange consumes it: an active node adds it before it sends, a passive node sends
-      live + pending and adds the pending delta after averaging (so the peer sees half of it
-      and the node all of it: 1.5 times in all). An update starts from live + pending; a delta
-      that finds the previous one still pending waits, and so does the compute: a passive node
-      updates about once per exchange it serves. Once no exchange can come any more (the active
-      neighbours spent their share of an iteration budget, or failed), a node folds its deltas in itself.
+    - authors (the authors' code): two models per node, as their processes hold them. `shared`
+      is what the compute and the evaluation read; `live` is the communication's model, the same
+      memory as `shared` until the first average and a private copy from then on; `shared` is
+      rewritten from `live` only after each average. A finished update's delta is published as
+      *pending* (their one-slot buffer), and only an exchange consumes it, folding it into `live`:
+      an active node before it sends `live`; a passive node after serving an exchange, in which
+      it sent shared + pending. So a passive node's delta published while it waits for a request
+      reaches the peer (half) and is folded in after the average (all of it), then the next
+      exchange sends `shared`, which lacks it: about 1.0 in all; one published during an exchange
+      is folded in before the next, which sends none of it: 0.5. An update starts from
+      shared + pending (missing the deltas folded since the last average); a delta that finds
+      the previous one still pending waits, and so does the compute: a passive node updates
+      about once per exchange it serves. Once no exchange can come any more (the active
+      neighbours spent their share of an iteration budget, or failed), a node folds its deltas
+      in itself and its two models are one again.
     - immediate: the delta lands on the live model as soon as the update ends, after whatever
       averaging happened meanwhile (stale-gradient AD-PSGD).
-    Exchange pacing (--gossip-interval): an active node starts an exchange at most every
-    gossip_interval seconds (0: back to back).
+    Exchange pacing: an active node starts an exchange at most every gossip_interval seconds (0: back
+    to back); --gossip-pacing authors sets it to the authors' modelled exchange cycle, or to 0 in the
+    simulator's authors timing, whose polls pace the exchanges (simulation/engine_timing.py).
     A blocked compute (Blocked) goes on after the events that can publish its delta or end its
     wait: an exchange started (Exchange.frees_compute) or served (passive_average), an active
     neighbour's notice that it is over (neighbour_over), a failure time (pass_failures). Each
@@ -377,6 +386,7 @@ class GossipNode:
         self.failures = FailureSchedule(cfg["failure_times"])
         self.authors_coupling = cfg["gossip_coupling"] == "authors"
         self.live = x0.clone()
+        self.shared = self.live         # authors' coupling: one memory until the first average (share_live)
         self.pending = None             # authors' coupling: the published delta no exchange has consumed yet
         self.unpublished = None         # authors' coupling: a finished delta waiting for `pending` to clear
         self.budget = algorithms.walk_budget(cfg["max_iterations"], cfg["nodes"], node_id)
@@ -428,14 +438,15 @@ class GossipNode:
             if not self.exchanges_over(now):
                 self.blocked = True
                 return BLOCKED
-            self.consume_pending()  # no exchange will consume them any more: this node folds its deltas in
-            self.consume_pending()
-        start = self.live if self.pending is None else self.live + self.pending
+            self.fold_in_alone()
+        start = self.shared if self.pending is None else self.shared + self.pending
         return Start(start.clone(), algorithms.lr_at(now, self.cfg))
 
     def after_update(self, before, after, loss, duration, now):
         check_loss(loss, self.node_id, now)
-        if not self.authors_coupling or (self.pending is None and self.exchanges_over(now)):
+        if self.authors_coupling and self.exchanges_over(now):
+            self.fold_in_alone()
+        if not self.authors_coupling or self.exchanges_over(now):
             algorithms.apply_delta(self.live, before, after)
         elif self.pending is None:
             self.pending = after - before
@@ -446,10 +457,26 @@ class GossipNode:
         self.credits += 1
 
     def consume_pending(self):
-        """Authors' coupling: the pending delta lands on the live model; a waiting one is published."""
+        """Authors' coupling: the pending delta lands on the live model (and on the shared one only
+        while they are one memory); a waiting one is published."""
         if self.pending is not None:
             self.live.add_(self.pending)
             self.pending, self.unpublished = self.unpublished, None
+
+    def share_live(self):
+        """Authors' coupling, after each average: the shared model is rewritten from the live one;
+        from the first average on they are two copies."""
+        if self.shared is self.live:
+            self.shared = self.live.clone()
+        else:
+            self.shared.copy_(self.live)
+
+    def fold_in_alone(self):
+        """Authors' coupling, once no exchange can come: the live model holds every delta folded
+        so far, so it becomes the shared one again, and the deltas waiting are folded in."""
+        self.shared = self.live
+        self.consume_pending()
+        self.consume_pending()
 
     # --- exchanges, active side
     def next_exchange(self, now):
@@ -475,22 +502,25 @@ class GossipNode:
 
     def active_average(self, partner, sent, received):
         algorithms.gossip_average(self.live, sent, received)
+        if self.authors_coupling:
+            self.share_live()
         self.log.exchange(partner)
         self.log.transfer(partner, self.model_bytes)
 
     # --- exchanges, both sides
     def model_to_send(self):
         """The model an exchange sends (the driver copies it into whatever carries it). A passive
-        node under the authors' coupling sends its pending delta too."""
-        if self.authors_coupling and not self.active and self.pending is not None:
-            return self.live + self.pending
+        node under the authors' coupling sends shared + pending, not its live model."""
+        if self.authors_coupling and not self.active:
+            return self.shared if self.pending is None else self.shared + self.pending
         return self.live
 
     # --- exchanges, passive side
     def passive_average(self, partner, sent, received, now):
         """The exchange served: average. Returns whether that freed the blocked compute."""
-        if self.authors_coupling:
+        if self.authors_coupling:  # the live model, not what it sent, is averaged; then the slot is folded in
             self.live.add_(received.to(self.live.device, self.live.dtype) - self.live, alpha=0.5)
+            self.share_live()
             self.consume_pending()
         else:
             algorithms.gossip_average(self.live, sent, received)
@@ -520,8 +550,9 @@ class GossipNode:
         return f"node {node} fails as scheduled"
 
     def evaluated_model(self, now):
-        """Evaluation is at the lowest-numbered live node (SEMANTICS.md §6)."""
-        return self.live if self.node_id == algorithms.failures_by(now, self.failure_times) else None
+        """Evaluation is at the lowest-numbered live node (SEMANTICS.md §6), of its shared model
+        (the one the authors' evaluation process reads)."""
+        return self.shared if self.node_id == algorithms.failures_by(now, self.failure_times) else None
 
     # --- the end of the run
     def holds_final_model(self, now):
@@ -534,7 +565,7 @@ class GossipNode:
         return holders[0]
 
     def final_model(self):
-        return self.live
+        return self.shared
 
     def saved_models(self):
         """Nothing besides the holder's model.pt."""
@@ -542,13 +573,15 @@ class GossipNode:
 
     def state_dict(self):
         cpu = lambda t: None if t is None else t.cpu().clone()  # noqa: E731
-        return dict(live=cpu(self.live), pending=cpu(self.pending), unpublished=cpu(self.unpublished),
+        return dict(live=cpu(self.live), shared=None if self.shared is self.live else cpu(self.shared),
+                    pending=cpu(self.pending), unpublished=cpu(self.unpublished),
                     updates=self.updates, credits=self.credits, next_exchange_at=self.next_exchange_at,
                     partner_rng=self.partner_rng.bit_generator.state, failures_logged=self.failures.logged)
 
     def load_state_dict(self, state):
         device = self.live.device
         self.live.copy_(state["live"])
+        self.shared = self.live if state["shared"] is None else state["shared"].to(device)
         self.pending, self.unpublished = (None if state[k] is None else state[k].to(device)
                                           for k in ("pending", "unpublished"))
         self.updates, self.credits, self.next_exchange_at = state["updates"], state["credits"], state["next_exchange_at"]

@@ -10,6 +10,8 @@ read simulated and real runs alike. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),
+  - with --engine-timing authors (the default) the authors' engine's own delays come on top:
+    their sleep-polls and hand-offs between processes (simulation/engine_timing.py),
   - a model transfer takes model_bytes / bandwidth + latency, model_bytes being the trained
     model's (itemsize x parameters) or --virtual-model-bytes (the bytes of the paper's
     ResNet-20, say, counted and timed while a small model is trained),
@@ -33,6 +35,8 @@ import torch
 
 from core import algorithms
 from simulation import batched
+from simulation import engine_timing
+from simulation.engine_timing import EngineTiming
 from core import config
 from core import build_run
 import models
@@ -82,6 +86,7 @@ class Network:
         self.model_bytes = cfg["virtual_model_bytes"] or self.model_bytes
         self.protocols = [protocols.make_protocol(cfg, v, run, x0, self.model_bytes, logs[v]) for v in range(len(nodes))]
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
+        self.timing = EngineTiming(cfg, len(nodes))
         # one stream per node: durations never depend on the order in which the simulator visits nodes
         self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
         # a measured duration is the wall time of the update itself, so it cannot wait for a batch
@@ -131,7 +136,8 @@ class Network:
 # walk protocols (Multi-Walk): what distributed_training.run_walks does with threads and messages
 
 class WalkDriver:
-    """Every node serves one walk at a time; a sent walk arrives transfer_time later."""
+    """Every node serves one walk at a time; a sent walk arrives transfer_time later (authors' timing:
+    an idle node finds an arriving walk at its next poll, and a walk leaves after a poll and a hand-off)."""
     def __init__(self, net):
         self.net = net
         net.at_failure_times(net.pass_failures)
@@ -144,9 +150,9 @@ class WalkDriver:
     def arrive(self, v, walk):
         self.net.protocols[v].arrive(walk)
         if not self.busy[v]:
-            self.serve(v)
+            self.serve(v, pickup=self.net.timing.poll(v))
 
-    def serve(self, v):
+    def serve(self, v, pickup=0.0):
         net = self.net
         while True:
             step = net.protocols[v].next_visit(net.clock.now)
@@ -159,7 +165,8 @@ class WalkDriver:
             else:  # Compute; v serves one walk at a time, so nothing else touches its state
                 outcome, duration = net.update(v, step.walk.params, step.lr)
                 self.busy[v] = True
-                net.clock.after(duration, self.finish_visit, v, step.walk, outcome, duration)
+                net.clock.after(pickup + duration + net.timing.visit_overhead(), self.finish_visit, v, step.walk, outcome,
+                                duration)
                 return
 
     def finish_visit(self, v, walk, outcome, duration):
@@ -167,7 +174,8 @@ class WalkDriver:
         self.busy[v] = False
         step = net.protocols[v].after_update(walk, net.loss(outcome), duration, net.clock.now)
         if step is not None:  # Send
-            net.clock.after(net.transfer_time, self.arrive, step.dest, step.walk)
+            leave = net.timing.poll(v) + net.timing.walk_handoff()
+            net.clock.after(leave + net.transfer_time, self.arrive, step.dest, step.walk)
         self.serve(v)
 
 
@@ -177,7 +185,8 @@ class WalkDriver:
 class GossipDriver:
     """Every node computes back to back (unless its delta waits for an exchange: the authors'
     coupling; the protocol says which events free it); an active node runs one exchange at a
-    time (request, then reply, each taking transfer_time); a passive node serves one exchange at a time."""
+    time (request, then reply, each taking transfer_time); a passive node serves one exchange at a time.
+    Authors' timing: the polls and hand-offs of engine_timing.py around each step."""
     def __init__(self, net):
         self.net = net
         net.at_failure_times(self.pass_failures)
@@ -203,16 +212,22 @@ class GossipDriver:
         before = start.model
         after = before.clone()
         outcome, duration = net.update(v, after, start.lr)
-        net.clock.after(duration, self.finish_update, v, before, after, outcome, duration)
+        net.clock.after(duration + net.timing.gossip_update_overhead(), self.finish_update, v, before, after, outcome,
+                        duration)
 
     def finish_update(self, v, before, after, outcome, duration):
         self.net.protocols[v].after_update(before, after, self.net.loss(outcome), duration, self.net.clock.now)
         self.next_exchange(v)  # a waiting exchanger may go on
         self.start_update(v)
 
+    def resume(self, v):
+        """A blocked compute goes on: at once (ideal timing), or when its poll of the delta slot sees
+        the event that freed it (authors' timing)."""
+        self.net.timing.later(self.net.clock, self.net.timing.poll(v), self.start_update, v)
+
     def pass_failures(self):
         for v in self.net.pass_failures():
-            self.start_update(v)
+            self.resume(v)
 
     def next_exchange(self, v):
         net, protocol = self.net, self.net.protocols[v]
@@ -229,33 +244,45 @@ class GossipDriver:
                 net.clock.at(step.until, self.next_exchange, v)
         else:  # Exchange
             self.exchanging[v] = True
-            net.clock.after(net.transfer_time, self.receive_request, step.partner, v, net.carry(protocol.model_to_send()))
+            net.clock.after(net.timing.exchange_handoff() + net.transfer_time, self.receive_request, step.partner, v,
+                            net.carry(protocol.model_to_send()))
             if step.frees_compute:
-                self.start_update(v)
+                self.resume(v)
 
     def neighbour_over(self, p, v):
         if self.net.protocols[p].neighbour_over(v, self.net.clock.now):
-            self.start_update(p)
+            self.resume(p)
 
     def receive_request(self, p, v, model):
         self.requests[p].append((v, model))
         if not self.serving[p]:
-            self.serve_exchange(p)
+            self.serving[p] = True  # from now on: its receive process found the request
+            self.net.timing.later(self.net.clock, self.net.timing.poll(p), self.serve_exchange, p)
 
     def serve_exchange(self, p):
         v, received = self.requests[p].popleft()
         self.serving[p] = True
         reply = self.net.carry(self.net.protocols[p].model_to_send())
-        self.net.clock.after(self.net.transfer_time, self.finish_exchange, p, v, received, reply)
+        timing = self.net.timing
+        self.net.clock.after(timing.poll(p) + timing.exchange_handoff() + self.net.transfer_time, self.finish_exchange,
+                             p, v, received, reply)
 
     def finish_exchange(self, p, v, sent_by_v, sent_by_p):
         frees_compute = self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v, self.net.clock.now)
         self.net.protocols[v].active_average(p, sent_by_v, sent_by_p)
-        self.serving[p] = self.exchanging[v] = False
+        timing, clock = self.net.timing, self.net.clock
+        timing.later(clock, timing.poll(p), self.passive_free, p, frees_compute)  # its receive process polls for the send's end
+        timing.later(clock, timing.poll(v) + timing.exchange_handoff(), self.active_free, v)  # its send process polls for the reply
+
+    def passive_free(self, p, frees_compute):
+        self.serving[p] = False
         if frees_compute:
-            self.start_update(p)
+            self.resume(p)
         if self.requests[p]:
             self.serve_exchange(p)
+
+    def active_free(self, v):
+        self.exchanging[v] = False
         self.next_exchange(v)
 
 
@@ -266,6 +293,8 @@ DRIVERS = dict(walks=WalkDriver, gossip=GossipDriver)
 
 def simulate(cfg, run, verbose=True):
     """One simulated run of cfg on run (build_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
+    # gossip_pacing authors: the authors' polls pace the exchanges here (engine_timing.py); recorded in config.json
+    cfg = dict(cfg, gossip_interval=engine_timing.simulated_gossip_interval(cfg))
     num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")

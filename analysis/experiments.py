@@ -48,7 +48,7 @@ PAPER_GRAPHS = {kind: os.path.join(REPO, "configs", "paper", f"{kind}_graph_20_n
 
 # Gossip at the three exchange rates claim 4 is shown at (FIDELITY.md): "gossip" is the authors-like
 # default (--gossip-interval 0.045), "gossip-b2b" back to back, "gossip-pu" one exchange per local update.
-GOSSIP_RATES = {"gossip": {}, "gossip-b2b": dict(gossip_interval=0.0), "gossip-pu": dict(gossip_mode="per_update")}
+GOSSIP_RATES = {"gossip": {}, "gossip-b2b": dict(gossip_pacing="interval", gossip_interval=0.0), "gossip-pu": dict(gossip_mode="per_update")}
 GOSSIP_INTERVAL_AUTHORS = config.config["gossip_interval"]  # the authors-like rate of "gossip"
 
 # The paper's hardware on the simulator's virtual clock (paper_sim; its REPORT.md derives them):

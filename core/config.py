@@ -15,6 +15,7 @@ import os
 import re
 
 import tasks
+from simulation import engine_timing  # its constants only: no torch, no numpy at import
 
 # -----------------------------------------------------------------------------
 # every knob of a run, overridden by --key value on the command line
@@ -41,8 +42,11 @@ config = dict(
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
     concurrent_eval=True,    # evaluate a snapshot in a thread beside training (the authors: a separate process)
+    eval_logged_at="snapshot",  # snapshot: an evaluation's time and counters are its snapshot's (the authors) | end: when its result is in
     gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
-    gossip_interval=0.045,   # free: seconds between an active node's exchange starts; 0 = back to back (FIDELITY.md)
+    gossip_pacing="authors",  # free mode: authors (their exchange rate: simulator polls, MPI engine paced at their modelled cycle) | interval (gossip_interval)
+    gossip_interval=round(engine_timing.AUTHORS_EXCHANGE_CYCLE, 6),  # gossip_pacing interval: seconds between an active node's exchange starts; 0 = back to back
+    mw_visit_delay="none",   # MPI engine: none | authors (each visit waits the authors' measured poll cost, FIDELITY.md)
     gossip_coupling="authors",  # authors (deltas consumed by exchanges) | immediate (deltas land at once)
     seed=0,                  # graph, data split, model init and walk routes all follow from it
     out="runs/default",      # the run folder: config.json, events-rank<k>.jsonl, summary.json
@@ -64,6 +68,7 @@ config = dict(
     compute_time_mean=0.025,  # seconds of virtual time per local update
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
+    engine_timing="authors",  # authors (their engine's polls and hand-offs, simulation/engine_timing.py) | ideal (none)
     virtual_model_bytes=0,    # > 0: the bytes one model transfer counts and takes (ResNet-20: 1089896), whatever the model trained; 0 = its own
     eval_network_average=False,  # gossip: at every evaluation also the average of the live nodes' models (model "network_average")
     emulate_params=0,        # > 0: no SGD, the model is a flat buffer of this many fp32 (bench.py, timing studies)
@@ -241,6 +246,9 @@ def parse_config(argv, check_paths=True, prog="main.py"):
     if cfg["resume"]:
         cfg = resumed_config(cfg, vars(given))
     validate_config(cfg, check_paths)
+    if "gossip_interval" in vars(given) and cfg["gossip_pacing"] != "interval":
+        raise ConfigError(f"--gossip-interval {cfg['gossip_interval']:g} needs --gossip-pacing interval "
+                          f"(gossip_pacing {cfg['gossip_pacing']!r} sets the rate itself)")
     return cfg
 
 
@@ -271,6 +279,10 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "partition", PARTITIONS)
     _one_of(cfg, "gossip_mode", GOSSIP_MODES)
     _one_of(cfg, "gossip_coupling", GOSSIP_COUPLINGS)
+    _one_of(cfg, "gossip_pacing", ("authors", "interval"))
+    _one_of(cfg, "mw_visit_delay", ("none", "authors"))
+    _one_of(cfg, "engine_timing", engine_timing.TIMINGS)
+    _one_of(cfg, "eval_logged_at", ("snapshot", "end"))
     _one_of(cfg, "warmup_start", ("zero", "tenth"))
     _one_of(cfg, "weight_decay_scope", ("authors", "all"))
     _one_of(cfg, "paper_version", ("v1", "v2"))

@@ -54,8 +54,9 @@ class EventLog:
             self.writer.start()
         OPEN_LOGS.add(self)
 
-    def write(self, kind, **fields):
-        event = {"t": round(self.clock(), 6), "type": kind, **fields}
+    def write(self, kind, t=None, **fields):
+        """One event at time t (default: now)."""
+        event = {"t": round(self.clock() if t is None else t, 6), "type": kind, **fields}
         try:
             line = json.dumps(event, allow_nan=False)
         except ValueError:  # a NaN or infinity somewhere (rare): made null, not written as bare NaN
@@ -166,9 +167,9 @@ def progress_line(t, iterations, nbytes, metrics, model="node0", node=0):
             + ("" if model == "node0" else f" ({model})") + (f" (node {node})" if node else ""))
 
 
-def record_eval(log, metrics, iterations, nbytes, model="node0", node=0):
-    """The eval event: the model's EVAL_METRICS, and the network's iterations and bytes when it was taken."""
-    log.write("eval", model=model, **metrics, iterations_seen=iterations, bytes_seen=nbytes,
+def record_eval(log, metrics, iterations, nbytes, model="node0", node=0, t=None):
+    """The eval event at time t (default: now): the model's EVAL_METRICS, and the network's iterations and bytes then."""
+    log.write("eval", t=t, model=model, **metrics, iterations_seen=iterations, bytes_seen=nbytes,
               **(dict(node=node) if node else {}))
 
 

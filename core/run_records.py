@@ -103,10 +103,13 @@ def is_simulated(run):
 # names: which curve (algorithm) and which figure (setting) a run belongs to
 
 def gossip_rate(cfg):
-    """How often gossip nodes exchange: back to back (free, no pause), authors-like (free, a pause of
-    gossip_interval seconds between exchanges) or per update (one exchange per local update)."""
+    """How often gossip nodes exchange: back to back (free, no pause), authors-like (free, at the
+    authors' rate: gossip_pacing authors, or, in runs from before that key, a pause of gossip_interval
+    seconds between exchanges) or per update (one exchange per local update)."""
     if cfg.get("gossip_mode", "free") == "per_update":
         return "per update"
+    if cfg.get("gossip_pacing") == "authors":
+        return "authors-like"
     return "authors-like" if cfg.get("gossip_interval", 0) > 0 else "back to back"
 
 
@@ -115,7 +118,9 @@ def algorithm_label(cfg):
     if cfg["algorithm"] == "mw":
         return f"MW-{cfg['walks']}"
     rate = gossip_rate(cfg)
-    return f"gossip ({rate}, {cfg['gossip_interval']:g} s)" if rate == "authors-like" else f"gossip ({rate})"
+    if rate == "authors-like" and cfg.get("gossip_pacing") != "authors":  # a chosen interval: say which
+        return f"gossip ({rate}, {cfg['gossip_interval']:g} s)"
+    return f"gossip ({rate})"
 
 
 def is_gossip(label):

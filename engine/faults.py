@@ -9,6 +9,9 @@ summary.json (complete stays false) and prints the one line that heads the job's
 The failing rank then exits with FAULT_EXIT, and the launcher ends the other ranks.
 Rank 0 prints only the first fault it hears of (a full disk fails every rank at once);
 a rank that rank 0 does not answer within REPORT_TIMEOUT prints its own line.
+A rank cut off by the network (no word for --stall-timeout, either way between it and
+rank 0) ends the job the same way, naming the rank and its host (end_unreachable):
+    error: rank 2 (host2) is unreachable: rank 0 (host0) has heard nothing from it for 8 s ...
 
 SIGINT (one Ctrl-C on mpirun, which forwards it to every rank) or SIGTERM stops the
 run: each rank's threads stop, rank 0 collects every rank's counters (for at most
@@ -17,6 +20,7 @@ the run was interrupted; then every rank exits with 128 + the signal's number.
 """
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -41,6 +45,14 @@ class Interrupted(BaseException):
     def __init__(self, signum):
         super().__init__(signal.Signals(signum).name)
         self.signum, self.name = signum, signal.Signals(signum).name
+
+
+class LauncherLost(RuntimeError):
+    """The launcher's proxy on this rank's host died (supervisor.py sent LAUNCHER_LOST)."""
+
+
+def raise_launcher_lost(signum, frame):
+    raise LauncherLost(f"the MPI launcher's proxy on {socket.gethostname()} died (killed, or its ssh session)")
 
 
 class InjectedFault(RuntimeError):
@@ -108,6 +120,19 @@ def end_on_fault(comm, cfg, thread, error):
     os._exit(supervisor.FAULT_EXIT)
 
 
+def end_unreachable(comm, cfg, line):
+    """A rank that has heard nothing from a peer for --stall-timeout (engine/progress.py):
+    rank 0 records the line in summary.json and prints it; a rank cut off from rank 0 prints it
+    itself (on a host the launcher may not hear either) and leaves. Never returns."""
+    _fault_reported.acquire()
+    if comm.Get_rank() == 0:
+        record_fault(cfg, line)
+        comm.Abort(supervisor.FAULT_EXIT)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    os._exit(supervisor.FAULT_EXIT)
+
+
 def receive_fault(comm, cfg):
     """Rank 0's communication thread: a fault another rank reports. Returns True if one came."""
     status = MPI.Status()
@@ -141,6 +166,7 @@ def stop_on_signals(active=True):
     before and after, there is nothing to save and the rank exits at once."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, raise_interrupted if active else supervisor.exit_quietly_on_signal)
+    signal.signal(supervisor.LAUNCHER_LOST, raise_launcher_lost if active else supervisor.exit_quietly_on_signal)
 
 
 def stop_on_interrupt(comm, cfg, log, clock, interrupted):

@@ -35,7 +35,7 @@ class Rank:
         del x0  # the protocol holds its own copies; for OPT-125M this frees 0.5 GB
         self.lock = threading.Condition()
         self.stop = threading.Event()
-        self.progress = Progress(comm, log, waker)
+        self.progress = Progress(comm, log, waker, cfg)
         # after failures another node evaluates, so every node can
         self.evaluator = (Evaluator(cfg, run, node, log, self.progress, clock)
                           if self.rank == 0 or cfg["failure_times"] else None)

@@ -19,6 +19,12 @@ hung GPU) cannot report on itself. While the rank trains, its communication thre
 beats into memory shared with the supervisor and each local update posts a deadline
 (HEARTBEAT); a rank silent for --stall-timeout seconds, or an update past its deadline,
 is named, SIGKILLed, and the job ends.
+
+A supervisor whose own parent (the launcher's proxy on this host) dies ends its rank:
+orphaned, the rank would train on with its output lost, and the launcher would fail only
+at the end. It sends the rank LAUNCHER_LOST, on which a training rank reports the fault to
+rank 0 like any other (faults.py: rank 0 prints the line, since this host's output went with
+the proxy), and SIGKILLs it if it is still there after REPORT_GRACE.
 """
 import mmap
 import os
@@ -37,6 +43,8 @@ QUIET_EXIT_CODES = (0, 2, FAULT_EXIT)  # success, a bad config that rank 0 has e
 STALL_EXIT = 124
 PR_SET_PDEATHSIG = 1
 WATCH_PERIOD = 0.2  # seconds between the supervisor's looks at its rank
+LAUNCHER_LOST = signal.SIGRTMIN + 1  # supervisor to rank: the launcher's proxy died; no one sends it otherwise
+REPORT_GRACE = 3.0  # seconds the rank gets to report a lost launcher before it is killed
 
 
 class Heartbeat:
@@ -113,7 +121,7 @@ def supervise_rank():
     rank = next((os.environ[v] for v in RANK_VARIABLES if v in os.environ), None)
     if rank is None or not hasattr(os, "fork"):
         return
-    parent = os.getpid()
+    parent, launcher = os.getpid(), os.getppid()
     HEARTBEAT = Heartbeat(mmap.mmap(-1, 24))  # anonymous and shared: the child writes, this process reads
     sys.stdout.flush()
     sys.stderr.flush()
@@ -144,6 +152,17 @@ def supervise_rank():
         ended, status = os.waitpid(child, os.WNOHANG)
         if ended:
             break
+        if os.getppid() != launcher:
+            os.kill(child, LAUNCHER_LOST)
+            deadline = time.monotonic() + REPORT_GRACE
+            while not os.waitpid(child, os.WNOHANG)[0] and time.monotonic() < deadline:
+                signal.sigtimedwait([signal.SIGCHLD], WATCH_PERIOD)
+            try:
+                os.kill(child, signal.SIGKILL)
+                os.waitpid(child, 0)
+            except ChildProcessError:  # it has ended and been reaped above
+                pass
+            os._exit(FAULT_EXIT)
         stall = HEARTBEAT.stall()
         if stall:
             print(f"error: {where} stalled: {stall}; ending the job", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ TAG_REPLY = 5      # gossip: the passive partner's model
 TAG_DONE = 6       # gossip: an active node starts no more exchanges
 TAG_STATS = 7      # to rank 0: progress counters (and "finished")
 TAG_EVAL = 8       # to rank 0: an evaluation measured at another node
+TAG_ALIVE = 9      # from rank 0: it is there (a peer silent for --stall-timeout is unreachable)
 # checkpoint rounds (engine/checkpoint.py)
 TAG_READY, TAG_SAVE, TAG_SAVED, TAG_RESUME = 21, 22, 23, 24
 # fault reports and the counters of an interrupted run (engine/faults.py)
