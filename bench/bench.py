@@ -486,7 +486,8 @@ def main():
         counted.append(("MW", out))
     if args.gossip:
         # the configured pacing, then the ideal one: exchanges back to back, updates never held (immediate coupling)
-        for name, extra in (("gossip", []), ("gossip_ideal_pacing", ["--gossip-interval", "0",
+        for name, extra in (("gossip", []), ("gossip_ideal_pacing", ["--gossip-pacing", "interval",
+                                                                      "--gossip-interval", "0",
                                                                       "--gossip-coupling", "immediate"])):
             out = run_engine(args, name, args.nodes, ["--algorithm", "gossip", "--walks", "1", *extra],
                              args.train_time, args.compute)
