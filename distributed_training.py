@@ -371,7 +371,7 @@ def start_rank(comm, cfg, run):
     if rank_id == 0:
         write_summary(cfg["out"], cfg, comm.Get_size(), wall_time_s=clock(), complete=False)
         print(PROGRESS_HEADER, flush=True)
-    supervisor.HEARTBEAT.watch(cfg["stall_timeout"])
+    supervisor.HEARTBEAT.watch(cfg["stall_timeout"], cfg["out"])
     return rank
 
 

@@ -84,6 +84,9 @@ def main(argv):
     print_start_line(comm, f"data loaded: {cfg['task']}, {len(task_data.train_y)} train / {len(task_data.test_y)} test, "
               f"graph {cfg['graph']}" + (", checkpoint read" if cfg["resume"] else ""))
     if comm.Get_rank() == 0:
+        stale = run_folder.stale_summary(cfg["resume"] or cfg["out"]) if cfg["resume"] or cfg["overwrite"] else None
+        if stale:
+            print(stale, flush=True)
         if cfg["overwrite"]:
             run_folder.remove_previous_run(cfg["out"])
         run_records.write_config(cfg, "mpi")

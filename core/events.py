@@ -4,10 +4,12 @@ lines up to HOLD seconds, EventLog), and the one
 place that counts iterations, transfers and bytes (the paper's x-axes, SEMANTICS.md §5).
 Real runs and the simulator both write through it; plots and reports read it back.
 """
+import errno
 import glob
 import json
 import math
 import os
+import socket
 import threading
 import time
 import weakref
@@ -223,6 +225,26 @@ def amend_summary(out_dir, **fields):
     write_json_atomically(path, dict(summary, **fields))
 
 
+def stopped_record(cause, rank=None, host=None, detail=None):
+    """What ended a run, for summary.json's `stopped`: `cause` is one of finished, signal, exception,
+    disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
+    it was; `time` when, in UTC; `detail` the signal's name, the error line or the stall, in words."""
+    record = dict(cause=cause, rank=rank, host=host or socket.gethostname(),
+                  time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return dict(record, detail=detail) if detail else record
+
+
+def fault_cause(error):
+    """An uncaught exception's cause: a full disk is told apart, it is the operator's to fix."""
+    return "disk_full" if isinstance(error, OSError) and error.errno == errno.ENOSPC else "exception"
+
+
+def stale_summary_note(error):
+    """What the terminal is told when summary.json could not take a run's end."""
+    return (f"summary.json is stale: the run's end could not be written to it ({error}); "
+            f"it still says complete: false with no `stopped` cause")
+
+
 def counter_totals(counters):
     """The network's counters from every node's (a list of dicts)."""
     return {key: sum(c[key] for c in counters) for key in COUNTERS}
@@ -242,7 +264,8 @@ def write_final_summary(out_dir, cfg, counters, transport, model_bytes, wall_tim
     if network_average is not None:
         final.update({f"network_average_{key}": value for key, value in network_average.items()})
     summary = write_summary(out_dir, cfg, len(counters), transport=transport, model_bytes=model_bytes,
-                            wall_time_s=wall_time, **final, **totals, complete=True, **extra)
+                            wall_time_s=wall_time, **final, **totals, complete=True, **extra,
+                            stopped=stopped_record("finished"))
     print(f"done in {wall_time:.1f}s: {totals['iterations']} local updates, {totals['transfers']} transfers, "
           f"{totals['bytes_sent'] / 1e6:.1f} MB sent, test accuracy {final_metrics['test_accuracy']:.4f}", flush=True)
     return summary

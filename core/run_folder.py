@@ -12,6 +12,7 @@ then, once rank 0 holds the lock, that it holds no earlier run (`refuse_previous
 """
 import fcntl
 import glob
+import json
 import os
 import shutil
 import tempfile
@@ -85,8 +86,24 @@ def refuse_previous_run(out, resumable=True):
     if found:
         shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
         resume = (f", --resume {out} to continue it" if resumable and CHECKPOINT_DIR in found else "")
+        no_checkpoint = ("; it has no checkpoint, so it cannot be continued (a run writes checkpoints with "
+                         "--checkpoint-every SECONDS)" if resumable and CHECKPOINT_DIR not in found else "")
         raise ConfigError(f"--out {out} holds another run ({shown}); pass --overwrite true to replace it{resume}, "
-                          "or choose another --out")
+                          f"or choose another --out{no_checkpoint}")
+
+
+def stale_summary(out):
+    """One line if the earlier run in `out` ended without its end written down (summary.json says
+    complete: false and has no `stopped`: a full disk, or a job killed whole), else None."""
+    try:
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if summary.get("complete") is False and "stopped" not in summary:
+        return (f"note: {os.path.join(out, 'summary.json')} is stale: the earlier run's end was never written "
+                f"there (complete: false, no `stopped` cause; a full disk or a job killed whole)")
+    return None
 
 
 def remove_previous_run(out):
@@ -103,6 +120,9 @@ def claim(out, overwrite):
     handle = lock(out)
     try:
         if overwrite:
+            note = stale_summary(out)
+            if note:
+                print(note, flush=True)
             remove_previous_run(out)
         else:
             refuse_previous_run(out, resumable=False)

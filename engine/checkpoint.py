@@ -267,8 +267,10 @@ def load(cfg, rank):
         raise CheckpointError(f"checkpoint {where} has no file for this rank")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file: one line, whatever torch raises
-        raise CheckpointError(f"checkpoint {where} is unreadable: {type(e).__name__}") from None
+    except Exception:  # truncated or foreign file: one line naming it, whatever torch raises (it varies)
+        # one message for every rank whose file is bad: main.py names those ranks when not all of them
+        raise CheckpointError(f"checkpoint file {os.path.join(where, 'rank<N>.pt')} of rank N is unreadable "
+                              f"(truncated or not a checkpoint); remove {where} to resume from the round before it") from None
     events = os.path.join(cfg["resume"], f"events-rank{rank}.jsonl")
     if not os.path.isfile(events) or os.path.getsize(events) < state["log_offset"]:
         raise CheckpointError(f"the event log of this rank in {cfg['resume']} is missing or shorter than at "

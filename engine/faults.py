@@ -4,20 +4,23 @@ and nothing written is lost (a stalled rank is the supervisor's to name: supervi
 
 An uncaught exception in either thread of a rank (a full disk, a diverged loss, a bug)
 ends the job within seconds. The failing rank reports it to rank 0, which adds it to
-summary.json (complete stays false) and prints the one line that heads the job's output:
+summary.json (complete stays false; `stopped` names the cause, exception or disk_full, and the
+rank and host) and prints the one line that heads the job's output:
     error: rank 3, thread mpi: OSError: [Errno 28] No space left on device: 'out/events-rank3.jsonl'
 The failing rank then exits with FAULT_EXIT, and the launcher ends the other ranks.
 Rank 0 prints only the first fault it hears of (a full disk fails every rank at once);
-a rank that rank 0 does not answer within REPORT_TIMEOUT prints its own line.
+a rank that rank 0 does not answer within REPORT_TIMEOUT prints its own line. Where rank 0
+cannot write summary.json (a full disk), the line ends by saying summary.json is stale.
 A rank cut off by the network (no word for --stall-timeout, either way between it and
 rank 0) ends the job the same way, naming the rank and its host (end_unreachable):
     error: rank 2 (host2) is unreachable: rank 0 (host0) has heard nothing from it for 8 s ...
 
 SIGINT (one Ctrl-C on mpirun, which forwards it to every rank) or SIGTERM stops the
 run: each rank's threads stop, rank 0 collects every rank's counters (for at most
-GATHER_TIMEOUT), writes summary.json with complete: false and stopped: SIGINT, and says
+GATHER_TIMEOUT), writes summary.json with complete: false and stopped {cause: signal, detail: SIGINT, ...}, and says
 the run was interrupted; then every rank exits with 128 + the signal's number.
 """
+import json
 import os
 import signal
 import socket
@@ -28,7 +31,7 @@ import time
 from mpi4py import MPI
 
 from engine import supervisor
-from core.events import amend_summary, counter_totals, flush_all
+from core.events import amend_summary, counter_totals, fault_cause, flush_all, stale_summary_note, stopped_record
 from engine.wire import TAG_COUNTERS, TAG_FAULT, TAG_FAULT_SEEN, TAG_SUMMARY_WRITTEN
 
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
@@ -87,14 +90,14 @@ def fault_line(rank_id, thread, error):
     return f"error: rank {rank_id}, thread {thread}: {type(error).__name__}" + (f": {cause}" if cause else "")
 
 
-def record_fault(cfg, line):
+def record_fault(cfg, line, stopped):
     """Rank 0: the first fault of the job goes into summary.json and heads the output."""
     if not _headline_printed.acquire(blocking=False):
         return
     try:
-        amend_summary(cfg["out"], complete=False, error=line[len("error: "):])
-    except OSError:  # a full disk: the line below says what happened
-        pass
+        amend_summary(cfg["out"], complete=False, error=line[len("error: "):], stopped=stopped)
+    except OSError as e:  # a full disk: the line says summary.json no longer tells the truth
+        line = f"{line}; {stale_summary_note(e)}"
     print(line, file=sys.stderr, flush=True)
 
 
@@ -110,23 +113,26 @@ def end_on_fault(comm, cfg, thread, error):
     if isinstance(error, MPI.Exception):
         time.sleep(PEER_DEATH_GRACE)  # if a peer died, the job ends now with its name, not with our symptom
     line = fault_line(comm.Get_rank(), thread, error)
+    stopped = stopped_record(fault_cause(error), comm.Get_rank(), socket.gethostname(), line[len("error: "):])
     if comm.Get_rank() == 0:
-        record_fault(cfg, line)
+        record_fault(cfg, line, stopped)
     else:
-        report = [comm.Isend(line.encode(), 0, TAG_FAULT), comm.Irecv(bytearray(1), 0, TAG_FAULT_SEEN)]
+        message = json.dumps(dict(line=line, stopped=stopped)).encode()
+        report = [comm.Isend(message, 0, TAG_FAULT), comm.Irecv(bytearray(1), 0, TAG_FAULT_SEEN)]
         wake_rank0()
         if not completes(report, REPORT_TIMEOUT):
             print(line, file=sys.stderr, flush=True)
     os._exit(supervisor.FAULT_EXIT)
 
 
-def end_unreachable(comm, cfg, line):
+def end_unreachable(comm, cfg, line, unreachable, host):
     """A rank that has heard nothing from a peer for --stall-timeout (engine/progress.py):
     rank 0 records the line in summary.json and prints it; a rank cut off from rank 0 prints it
     itself (on a host the launcher may not hear either) and leaves. Never returns."""
     _fault_reported.acquire()
+    flush_all()
     if comm.Get_rank() == 0:
-        record_fault(cfg, line)
+        record_fault(cfg, line, stopped_record("unreachable", unreachable, host, line[len("error: "):]))
         comm.Abort(supervisor.FAULT_EXIT)
     else:
         print(line, file=sys.stderr, flush=True)
@@ -140,7 +146,8 @@ def receive_fault(comm, cfg):
         return False
     message = bytearray(status.Get_count(MPI.BYTE))
     comm.Recv(message, status.Get_source(), TAG_FAULT)
-    record_fault(cfg, message.decode())
+    report = json.loads(message.decode())
+    record_fault(cfg, report["line"], report["stopped"])
     comm.Send(bytearray(1), status.Get_source(), TAG_FAULT_SEEN)
     return True
 
@@ -190,11 +197,11 @@ def stop_on_interrupt(comm, cfg, log, clock, interrupted):
         time.sleep(0.01)
     missing = dict(counters_missing=sorted(pending)) if pending else {}
     try:
-        amend_summary(cfg["out"], complete=False, stopped=interrupted.name, wall_time_s=clock(),
-                      **counter_totals(counters.values()), **missing)
+        amend_summary(cfg["out"], complete=False, stopped=stopped_record("signal", detail=interrupted.name),
+                      wall_time_s=clock(), **counter_totals(counters.values()), **missing)
         written = "summary.json holds the counters so far (complete: false)"
     except OSError as e:
-        written = f"summary.json could not be written: {e}"
+        written = stale_summary_note(e)
     unheard = f"; ranks {', '.join(map(str, sorted(pending)))} did not answer" if pending else ""
     print(f"interrupted: {interrupted.name} stopped the run at {clock():.1f}s{unheard}; {written}",
           file=sys.stderr, flush=True)

@@ -114,7 +114,8 @@ class Progress:
                 seen_from = f"rank {self.rank} ({self.hosts[self.rank]}) has heard nothing from it"
                 faults.end_unreachable(self.comm, self.cfg, (
                     f"error: rank {r} ({self.hosts[r]}) is unreachable: {seen_from} for {now - self.heard[r]:.0f} s "
-                    f"(--stall-timeout {self.stall_timeout:g}: a link down or the network partitioned?); ending the job"))
+                    f"(--stall-timeout {self.stall_timeout:g}: a link down or the network partitioned?); ending the job"),
+                    r, self.hosts[r])
 
     def finish(self, backoff):
         """Tell rank 0 we are done; rank 0 waits until every rank has said so."""

@@ -20,6 +20,13 @@ beats into memory shared with the supervisor and each local update posts a deadl
 (HEARTBEAT); a rank silent for --stall-timeout seconds, or an update past its deadline,
 is named, SIGKILLed, and the job ends.
 
+The supervisor outlives its rank, so it is the one to write down why the rank ended: once the
+rank knows its run folder it writes the path into the shared memory, and a killed, stalled or
+unexpectedly exited rank's supervisor adds summary.json's `stopped` (cause killed, stalled or
+exited, with the rank and host) before it exits. It amends the summary.json on its own host and
+only one that exists: with one host or a shared folder that is the run's; on a host without
+rank 0's folder the cause is on the terminal alone.
+
 A supervisor whose own parent (the launcher's proxy on this host) dies ends its rank:
 orphaned, the rank would train on with its output lost, and the launcher would fail only
 at the end. It sends the rank LAUNCHER_LOST, on which a training rank reports the fault to
@@ -50,8 +57,9 @@ REPORT_GRACE = 3.0  # seconds the rank gets to report a lost launcher before it 
 class Heartbeat:
     """Three float64s (CLOCK_MONOTONIC, the same clock in both processes): the stall timeout
     (0: not watched), the communication thread's last beat (0: no communication thread now),
-    the deadline of the local update under way (0: none)."""
-    TIMEOUT, BEAT, DEADLINE = 0, 8, 16
+    the deadline of the local update under way (0: none); then the run folder, NUL-terminated UTF-8."""
+    TIMEOUT, BEAT, DEADLINE, FOLDER = 0, 8, 16, 24
+    SIZE = 24 + 4096
 
     def __init__(self, memory):
         self.memory = memory
@@ -63,7 +71,10 @@ class Heartbeat:
         return struct.unpack_from("d", self.memory, slot)[0]
 
     # --- the rank
-    def watch(self, timeout):
+    def watch(self, timeout, out):
+        """Training starts: watch for stalls (timeout 0: do not) and record a stop in `out`."""
+        path = os.path.abspath(out).encode()[:self.SIZE - self.FOLDER - 1]
+        self.memory[self.FOLDER:self.FOLDER + len(path) + 1] = path + b"\0"
         self.set(self.TIMEOUT, timeout)
 
     def beat(self):
@@ -94,8 +105,13 @@ class Heartbeat:
             return f"a local update has run {timeout:g} s past the longest one before it"
         return None
 
+    def folder(self):
+        """The rank's run folder, or None before it has said."""
+        path = bytes(self.memory[self.FOLDER:self.SIZE]).split(b"\0")[0]
+        return path.decode() if path else None
 
-HEARTBEAT = Heartbeat(bytearray(24))  # a rank without a supervisor beats into its own memory, unwatched
+
+HEARTBEAT = Heartbeat(bytearray(Heartbeat.SIZE))  # a rank without a supervisor beats into its own memory, unwatched
 
 
 def die_with_parent():
@@ -114,6 +130,19 @@ def exit_quietly_on_signal(received, frame):
     os._exit(128 + received)
 
 
+def record_stop(cause, rank, detail):
+    """The supervisor: summary.json's `stopped` for the rank it watched, if the run has a summary here.
+    The import is deferred and light (json and os): the supervisor stays small."""
+    folder = HEARTBEAT.folder()
+    if folder is None or not os.path.exists(os.path.join(folder, "summary.json")):
+        return
+    from core.events import amend_summary, stale_summary_note, stopped_record
+    try:
+        amend_summary(folder, complete=False, stopped=stopped_record(cause, int(rank), detail=detail))
+    except OSError as e:
+        print(f"error: {stale_summary_note(e)}", file=sys.stderr, flush=True)
+
+
 def supervise_rank():
     """Fork. The child returns at once and runs the rank; this process never returns: it
     watches the child and exits with its status. Does nothing outside an MPI launcher."""
@@ -122,7 +151,7 @@ def supervise_rank():
     if rank is None or not hasattr(os, "fork"):
         return
     parent, launcher = os.getpid(), os.getppid()
-    HEARTBEAT = Heartbeat(mmap.mmap(-1, 24))  # anonymous and shared: the child writes, this process reads
+    HEARTBEAT = Heartbeat(mmap.mmap(-1, Heartbeat.SIZE))  # anonymous and shared: the child writes, this process reads
     sys.stdout.flush()
     sys.stderr.flush()
     child = os.fork()
@@ -168,14 +197,18 @@ def supervise_rank():
             print(f"error: {where} stalled: {stall}; ending the job", file=sys.stderr, flush=True)
             os.kill(child, signal.SIGKILL)
             os.waitpid(child, 0)  # unreaped, it was seen to keep the launcher from ending the job
+            record_stop("stalled", rank, stall)
             os._exit(STALL_EXIT)
         signal.sigtimedwait([signal.SIGCHLD], WATCH_PERIOD)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         print(f"error: {where} was killed by {signal.Signals(sig).name}; ending the job", file=sys.stderr, flush=True)
+        if sig not in forwarded:  # a signal passed on from the launcher is the rank's to record (faults.py)
+            record_stop("killed", rank, signal.Signals(sig).name)
         os._exit(128 + sig)
     code = os.WEXITSTATUS(status)
     # a rank stopped by a signal it was sent through here has said so itself
     if code not in QUIET_EXIT_CODES and code - 128 not in forwarded:
         print(f"error: {where} exited with code {code}; ending the job", file=sys.stderr, flush=True)
+        record_stop("exited", rank, f"exit code {code}")
     os._exit(code)

@@ -79,12 +79,12 @@ def find_jsonl_dir(data_dir):
 def read_jsonl_split(path):
     """Columns (premise, hypothesis, label, genre) of one original-release file."""
     premise, hypothesis, label, genre = [], [], [], []
-    with open(path) as f:
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named like any other bad row
         for line_number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line.decode("utf-8"))
                 if row["gold_label"] == "-":  # no annotator majority: unlabeled, as in the HF dataset
                     continue
                 label.append(LABEL_WORDS.index(row["gold_label"]))

@@ -55,7 +55,9 @@ def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop):
     assert f"interrupted: {stop.name} stopped the run" in stderr and not error_lines(stderr), stderr
     assert "killed by" not in stderr and "Traceback" not in stderr, stderr
     summary = read_summary(tmp_path)
-    assert summary["complete"] is False and summary["stopped"] == stop.name
+    assert summary["complete"] is False
+    assert summary["stopped"]["cause"] == "signal" and summary["stopped"]["detail"] == stop.name
+    assert summary["stopped"]["rank"] is None and summary["stopped"]["host"] and summary["stopped"]["time"]
     for key, value in counters_from_events(tmp_path).items():  # every rank's counters, as logged
         assert summary[key] == value, key
 
@@ -75,6 +77,7 @@ def test_exception_in_a_thread_ends_the_job_in_one_line(tmp_path, rank, thread, 
     assert "Traceback" not in stderr
     summary = read_summary(tmp_path)
     assert summary["complete"] is False and summary["error"] == headline[len("error: "):]
+    assert summary["stopped"]["cause"] == "exception" and summary["stopped"]["rank"] == rank
     assert sum(e["type"] == "update" for e in read_events(tmp_path)) >= 3
 
 
@@ -91,7 +94,9 @@ def test_stopped_rank_is_named_by_the_watchdog(tmp_path):
     assert job.returncode != 0 and lines and lines[0].startswith(f"error: rank 2 (pid {pid} on "), stderr
     assert "stalled: its communication thread made no progress" in lines[0]
     assert took >= 5  # not before the stall timeout; ended_within catches a watchdog that never fires
-    assert read_summary(tmp_path)["complete"] is False and read_events(tmp_path)
+    summary = read_summary(tmp_path)
+    assert summary["complete"] is False and read_events(tmp_path)
+    assert summary["stopped"]["cause"] == "stalled" and summary["stopped"]["rank"] == 2, summary
 
 
 @pytest.mark.mpi
@@ -126,6 +131,9 @@ def test_full_disk_ends_the_job_in_one_line_and_leaves_no_stray_files(small_disk
     print(f"full disk: job ended {took:.2f} s after launch, exit {job.returncode}: {lines}")
     assert job.returncode != 0 and len(lines) == 1 and "No space left on device" in lines[0], stderr
     assert "Traceback" not in stderr
+    # the cause reached summary.json, or the one line says summary.json is stale
+    stopped = read_summary(small_disk).get("stopped")
+    assert (stopped and stopped["cause"] == "disk_full") or "summary.json is stale" in lines[0], (stopped, lines)
     assert not [f for f in os.listdir(small_disk) if f.endswith(".tmp")]
     for name in os.listdir(small_disk):
         if name.startswith("events-rank"):  # whole lines only: nothing cut off to be misread

@@ -101,7 +101,7 @@ def delta_weight(tmp_path, coupling, node, which):
     25 ms per active node (the authors' engine on a quiet machine, issue #24), 6 ms per transfer."""
     cfg = dict(config.config, algorithm="gossip", nodes=4, graph="complete", gossip_coupling=coupling,
                gossip_interval=0.025, compute_time_dist="exponential", compute_time_mean=0.1, bandwidth=1e15,
-               latency=0.006, train_time=2.5, max_iterations=0, eval_interval=1e9, failure_times=[], seed=which,
+               latency=0.006, train_time=4.0, max_iterations=0, eval_interval=1e9, failure_times=[], seed=which,
                emulate_params=1)
     graph = graphs.build_graph("complete", 4)
     run = dict(graph=graph, gossip=graphs.gossip_graph(graph, "complete"))

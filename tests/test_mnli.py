@@ -159,7 +159,8 @@ def test_a_fp16_checkpoint_loads_as_fp32(tiny, tmp_path):
     assert torch.equal(models.flatten_params(loaded), models.flatten_params(half))
 
 
-@pytest.mark.parametrize("what", ["empty data dir", "one jsonl file", "bad jsonl", "no weights", "no model dir"])
+@pytest.mark.parametrize("what", ["empty data dir", "one jsonl file", "bad jsonl", "not utf-8", "no weights",
+                                  "no model dir"])
 def test_bad_folders_give_one_line(tiny, tmp_path, what):
     data_dir, model_dir = tiny["hf"], tiny["model"]
     if what == "empty data dir":
@@ -171,6 +172,10 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
         for name in multinli.JSONL_FILES:
             (tmp_path / name).write_text('{"sentence1": "a", "gold_label": "maybe"}\n')
         data_dir = str(tmp_path)
+    elif what == "not utf-8":  # the file and the line are named, not only the codec's complaint
+        for name in multinli.JSONL_FILES:
+            (tmp_path / name).write_bytes(b'\n{"sentence1": "caf\x86"}\n')
+        data_dir = str(tmp_path)
     elif what == "no weights":
         (tmp_path / "config.json").write_text(open(os.path.join(model_dir, "config.json")).read())
         model_dir = str(tmp_path)
@@ -179,6 +184,9 @@ def test_bad_folders_give_one_line(tiny, tmp_path, what):
     with pytest.raises(DataError) as error:
         multinli.load_mnli(data_dir, model_dir)
     assert "\n" not in str(error.value) and (str(tmp_path) in str(error.value))
+    if what == "not utf-8":
+        assert " line 2 is not a MultiNLI row (UnicodeDecodeError: 'utf-8' codec can't decode byte 0x86" \
+            in str(error.value), error.value
 
 
 def test_transfer_dtype_and_eval_samples_are_checked():

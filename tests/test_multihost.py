@@ -125,6 +125,8 @@ def test_a_link_down_ends_the_job_naming_the_unreachable_rank(cluster, tmp_path)
     assert "Traceback" not in stderr and "killed by" not in stderr, stderr
     summary = read_summary(tmp_path)
     assert summary["complete"] is False and summary["error"] == headline[0][len("error: "):]
+    assert {k: summary["stopped"][k] for k in ("cause", "rank", "host")} == dict(cause="unreachable", rank=2,
+                                                                                host="host2"), summary
 
 
 # ----------------------------------------------------------------------------- the rig cleans up

@@ -114,7 +114,10 @@ def test_killed_rank_ends_the_job_and_is_named(tmp_path):
     print(f"crash detected and job ended {took:.2f} s after SIGKILL")
     assert job.returncode != 0
     assert f"error: rank 2 (pid {pid} on " in stderr and "killed by SIGKILL" in stderr, stderr
-    assert read_summary(tmp_path)["complete"] is False  # what was written so far stays readable
+    summary = read_summary(tmp_path)
+    assert summary["complete"] is False  # what was written so far stays readable
+    assert summary["stopped"]["cause"] == "killed" and summary["stopped"]["rank"] == 2, summary
+    assert summary["stopped"]["detail"] == "SIGKILL"
     assert sum(e["type"] == "update" for e in read_events(tmp_path)) >= 3
 
 
@@ -231,7 +234,7 @@ BAD_INPUTS = [  # (ranks, arguments or a function of tmp_path that makes them, t
     (3, ["--failure-times", "1", "2", "3"], "failure_times lists 3 failures but 3 nodes allow at most 2"),
     (2, resume_without_checkpoint, "no checkpoint there"),
     (2, ["--resume", "/nonexistent/run"], "/nonexistent/run/config.json does not exist"),
-    (2, resume_with_corrupt_checkpoint, "checkpoint/round3 is unreadable"),
+    (2, resume_with_corrupt_checkpoint, "checkpoint/round3/rank<N>.pt of rank N is unreadable (truncated or not"),
 ]
 
 

@@ -39,8 +39,15 @@ def test_overwrite_removes_the_other_runs_files(tmp_path):
     (tmp_path / "events-rank5.jsonl").write_text('{"type": "update"}\n')  # a rank this run does not have
     (tmp_path / "checkpoint").mkdir()
     (tmp_path / "notes.txt").write_text("mine")  # not a run's file: kept
+    # an earlier run whose end was never written (a full disk): the overwrite says so in one line
+    (tmp_path / "summary.json").write_text(json.dumps(dict(complete=False, iterations=7)))
     result = run_main(2, [*TINY, "--out", tmp_path, "--overwrite", "true"], timeout=180)
     assert result.returncode == 0, result.stderr
+    stale = [line for line in result.stdout.splitlines() if line.startswith("note: ")]
+    assert stale == [f"note: {tmp_path}/summary.json is stale: the earlier run's end was never written there "
+                     "(complete: false, no `stopped` cause; a full disk or a job killed whole)"], result.stdout
+    stopped = read_summary(tmp_path)["stopped"]
+    assert stopped["cause"] == "finished" and stopped["rank"] is None and stopped["host"] == os.uname().nodename
     assert result.stdout.startswith(f"[start] MPI up: 2 ranks; flags and --out {tmp_path} checked (")
     assert "\n[start] data loaded: digits, 1438 train / 359 test, graph cycle (" in result.stdout
     assert "\n[start] model built: " in result.stdout and " parameters on cpu (" in result.stdout
@@ -121,6 +128,8 @@ def test_resume_is_offered_only_where_a_checkpoint_exists(tmp_path):
     with pytest.raises(ConfigError) as without:
         run_folder.refuse_previous_run(str(tmp_path))
     assert "--resume" not in str(without.value)
+    assert "it has no checkpoint, so it cannot be continued (a run writes checkpoints with --checkpoint-every" \
+        in str(without.value)
     (tmp_path / "checkpoint").mkdir()
     with pytest.raises(ConfigError) as with_checkpoint:
         run_folder.refuse_previous_run(str(tmp_path))

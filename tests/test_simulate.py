@@ -98,6 +98,7 @@ def test_train_time_and_evaluations_run_on_virtual_time(tmp_path):
     evals = [e["t"] for e in events if e["type"] == "eval"]
     assert evals[:5] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert summary["transport"] == "simulated" and summary["iterations"] == len(updates)
+    assert summary["stopped"]["cause"] == "finished" and summary["stopped"]["rank"] is None
     assert summary["wall_time_s"] == pytest.approx(max(e["t"] for e in retired), abs=1e-6)
 
 
