@@ -35,7 +35,7 @@ import torch
 from mpi4py import MPI
 
 from core import algorithms
-from core.events import PROGRESS_HEADER, EventLog, write_final_summary, write_summary
+from core.events import HOLD, PROGRESS_HEADER, EventLog, write_final_summary, write_summary
 from engine import faults
 from engine import supervisor
 from engine.agreement import polite_barrier
@@ -363,7 +363,7 @@ def start_rank(comm, cfg, run):
     start = comm.bcast(time.time() - elapsed)  # one time origin for every rank's events; a resumed clock goes on
     clock = lambda: time.time() - start  # noqa: E731
     log = EventLog(os.path.join(cfg["out"], f"events-rank{rank_id}.jsonl"), clock,
-                   resume_at=resume["log_offset"] if resume else None)
+                   resume_at=resume["log_offset"] if resume else None, hold=HOLD)  # hot-path lines wait up to 50 ms
     # the pid maps the launcher's "BAD TERMINATION ... PID" line to a rank
     log.write("start", pid=os.getpid(), host=socket.gethostname(), waiting=waker.strategy,
               **(dict(resumed_at=elapsed) if resume else {}))

@@ -149,6 +149,12 @@ class MultiWalkNode:
         """run["gossip"]: walks need no active/passive split."""
         return None
 
+    @staticmethod
+    def start_nodes(cfg):
+        """The nodes that hold something when the run starts (the others have nothing to do until a
+        walk arrives): walk r starts at node r, and node 0, the aggregator, is among them."""
+        return range(cfg["walks"])
+
     def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
         self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
         self.graph, self.num_walks = run["graph"], cfg["walks"]

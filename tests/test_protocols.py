@@ -55,11 +55,10 @@ def simulate_protocols(cfg, folder):
              for v in range(cfg["nodes"])]
     clock = simulate.VirtualClock()
     os.makedirs(folder, exist_ok=True)
-    logs = [EventLog(os.path.join(folder, f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(cfg["nodes"])]
-    net = simulate.Network(cfg, run, nodes, logs, clock)
+    net = simulate.Network(dict(cfg, out=str(folder)), run, clock, nodes.__getitem__)
     simulate.DRIVERS[net.protocols[0].driver](net)
     clock.run(lambda: None, cfg["eval_interval"])
-    for log in logs:
+    for log in net.logs.built.values():
         log.close()
     return net
 
