@@ -42,16 +42,23 @@ def test_the_rule(tmp_path):
     cfg = config.parse_config(["--task", "digits", "--warmup-time", "5", "--out", str(tmp_path)])
     run = build_run.build_run(cfg, 4)
     at_chance = dict(test_loss=2.3, test_accuracy=0.1)
-    assert algorithms.divergence_seen(cfg, run, at_chance, 5.0) is None  # still warming up
+    assert algorithms.divergence_seen(cfg, run, at_chance, 4.9) is None  # still warming up
     assert "test accuracy" in algorithms.divergence_seen(cfg, run, at_chance, 6.0)
     assert algorithms.divergence_seen(cfg, run, dict(test_loss=0.5, test_accuracy=0.2), 6.0) is None
+    no_warmup = dict(cfg, warmup_time=0.0)
+    assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.01) is None  # the first evaluation: untrained
     assert "nan" in algorithms.divergence_seen(cfg, run, dict(test_loss=math.nan, test_accuracy=0.9), 1.0)
 
 
 @pytest.mark.mpi
-def test_mpi_run_warns_and_records(tmp_path):
-    result = run_main(4, ["--walks", 2, "--train-time", 6, "--lr", 10, "--out", tmp_path, *FAST])
+def test_mpi_run_warns_and_records_or_stops(tmp_path):
+    flags = ["--walks", 2, "--train-time", 6, "--lr", 10, *FAST]
+    result = run_main(4, [*flags, "--out", tmp_path / "on"])
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("warning: the run diverged") == 1 and "--lr 10" in result.stderr
-    summary = read_summary(tmp_path)
+    summary = read_summary(tmp_path / "on")
     assert summary["complete"] is True and summary["diverged"]["lr"] == 10
+    result = run_main(4, [*flags, "--stop-on-divergence", "true", "--out", tmp_path / "stopped"])
+    assert result.returncode != 0 and "the run diverged" in result.stderr
+    summary = read_summary(tmp_path / "stopped")
+    assert summary["complete"] is False and summary["stopped"]["cause"] == "diverged"
