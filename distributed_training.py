@@ -35,7 +35,7 @@ import torch
 from mpi4py import MPI
 
 from core import algorithms
-from core.events import PROGRESS_HEADER, EventLog, write_final_summary, write_summary
+from core.events import HOLD, PROGRESS_HEADER, EventLog, write_final_summary, write_summary
 from engine import faults
 from engine import supervisor
 from engine.agreement import polite_barrier
@@ -363,7 +363,7 @@ def start_rank(comm, cfg, run):
     start = comm.bcast(time.time() - elapsed)  # one time origin for every rank's events; a resumed clock goes on
     clock = lambda: time.time() - start  # noqa: E731
     log = EventLog(os.path.join(cfg["out"], f"events-rank{rank_id}.jsonl"), clock,
-                   resume_at=resume["log_offset"] if resume else None)
+                   resume_at=resume["log_offset"] if resume else None, hold=HOLD)  # hot-path lines wait up to 50 ms
     # the pid maps the launcher's "BAD TERMINATION ... PID" line to a rank
     log.write("start", pid=os.getpid(), host=socket.gethostname(), waiting=waker.strategy,
               **(dict(resumed_at=elapsed) if resume else {}))
@@ -415,7 +415,8 @@ def train_rank(rank):
             evaluator.record(average, model="network_average")
         evaluator.record(final, node=holder)
         write_final_summary(cfg["out"], cfg, counters, "mpi", rank.model_bytes, wall_time, final, average,
-                            active_nodes=rank.run["gossip"][1] if rank.run["gossip"] else None, evaluated_node=holder)
+                            active_nodes=rank.run["gossip"][1] if rank.run["gossip"] else None, evaluated_node=holder,
+                            diverged=evaluator.diverged)
         faults.stop_on_signals(active=False)  # the run is complete: a stop now has nothing to save
     log.close()
     polite_barrier(comm)

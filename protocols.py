@@ -32,6 +32,7 @@ import torch
 
 from core import algorithms
 from core.config import ConfigError
+from core.events import Diverged
 import graphs
 
 
@@ -42,13 +43,13 @@ def transfer_format(cfg, num_params):
     return dtype, dtype.itemsize * num_params
 
 
-class Diverged(RuntimeError):
-    """A local update's loss became NaN or infinite: the run cannot recover, so it stops."""
-
-
-def check_loss(loss, node_id, now):
-    if loss is not None and not math.isfinite(loss):
-        raise Diverged(f"diverged at t = {now:.1f}s: local update at node {node_id} gave loss {loss}")
+def check_loss(loss, node_id, now, cfg):
+    """The divergence guard on a local update's loss: a non-finite one ends the run with
+    --stop-on-divergence true. Without it training goes on, as the authors' does, and the guard at
+    the next evaluation (algorithms.guard_divergence) warns and records it."""
+    if cfg["stop_on_divergence"] and loss is not None and not math.isfinite(loss):
+        raise Diverged(f"the run diverged at t = {now:.1f}s with --lr {cfg['lr']:g}: "
+                       f"local update at node {node_id} gave loss {loss}")
 
 
 class FailureSchedule:
@@ -148,6 +149,12 @@ class MultiWalkNode:
         """run["gossip"]: walks need no active/passive split."""
         return None
 
+    @staticmethod
+    def start_nodes(cfg):
+        """The nodes that hold something when the run starts (the others have nothing to do until a
+        walk arrives): walk r starts at node r, and node 0, the aggregator, is among them."""
+        return range(cfg["walks"])
+
     def __init__(self, node_id, cfg, run, x0, model_bytes, log, state=None):
         self.node_id, self.cfg, self.log, self.model_bytes = node_id, cfg, log, model_bytes
         self.graph, self.num_walks = run["graph"], cfg["walks"]
@@ -201,7 +208,7 @@ class MultiWalkNode:
     def after_update(self, walk, loss, duration, now):
         """The local update on `walk` finished: merge at the aggregator, log, hop.
         Returns Send(walk, dest), or None if the walk stays here (queued again)."""
-        check_loss(loss, self.node_id, now)
+        check_loss(loss, self.node_id, now, self.cfg)
         if self.node_id == self.role_at(now):
             self.aggregate(walk)
         self.log.update(duration, walk=walk.walk_id, visit=walk.visits,
@@ -443,7 +450,7 @@ class GossipNode:
         return Start(start.clone(), algorithms.lr_at(now, self.cfg))
 
     def after_update(self, before, after, loss, duration, now):
-        check_loss(loss, self.node_id, now)
+        check_loss(loss, self.node_id, now, self.cfg)
         if self.authors_coupling and self.exchanges_over(now):
             self.fold_in_alone()
         if not self.authors_coupling or self.exchanges_over(now):

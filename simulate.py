@@ -6,7 +6,11 @@ V virtual nodes in one process, for graphs and delay models a real cluster (or a
 It drives the SAME protocols as the MPI engine (protocols.py: every rule of an
 algorithm, from a walk's arrival to the end of the run) and writes the same
 outputs (config.json, events-rank{v}.jsonl, summary.json), so plots and reports
-read simulated and real runs alike. Only time is virtual:
+read simulated and real runs alike. A node is built (model, optimizer, batches,
+protocol, log) when it is first needed, and its log file at its first event (a
+node that logs nothing has none), so MW on V = 100,000 nodes builds only the nodes
+its walks reach; the memory a run will need is estimated first, and a run that
+will not fit is refused before anything is written. Only time is virtual:
   - a local update takes a duration drawn from compute_time_dist: fixed,
     exponential with mean compute_time_mean (the paper's wall-clock model), or
     measured (the wall time the real update took; not deterministic),
@@ -25,7 +29,9 @@ One seed gives byte-identical event logs (fixed and exponential durations).
 Every flag of main.py works here; --nodes V is required.
 """
 import heapq
+import math
 import os
+import resource
 import sys
 import time
 from collections import deque
@@ -44,7 +50,8 @@ import protocols
 import tasks
 from core import run_folder
 from core import run_records
-from core.events import PROGRESS_HEADER, EventLog, progress_line, record_eval, write_final_summary
+from core.events import (COUNTERS, PROGRESS_HEADER, Diverged, EventLog, OpenFiles, amend_summary, progress_line,
+                         record_eval, stopped_record, write_final_summary)
 
 # compute the local updates in flight together (batched.py) where the task allows; tests flip it
 BATCHED = True
@@ -75,23 +82,65 @@ class VirtualClock:
             action(*args)
 
 
+class LazyNodes:
+    """Per-node state, built when first asked for: node v's entry is build(v), the same whenever
+    that happens (every random choice in it comes from the seed and v), so a walk over V = 100,000
+    nodes builds only the nodes it reaches. A node not built yet has had no event: it holds no walk,
+    no model of the network's, nothing to log. Iterating builds every node (gossip's drivers do)."""
+    def __init__(self, count, build):
+        self.count, self.build, self.built = count, build, {}
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, v):
+        if v not in self.built:
+            self.built[v] = self.build(v)
+        return self.built[v]
+
+    def __iter__(self):
+        return (self[v] for v in range(self.count))
+
+    def built_items(self):
+        """(node, entry) for the nodes built so far, in node order."""
+        return sorted(self.built.items())
+
+
 class Network:
-    """What every driver shares: the nodes, their protocols and logs, the clock, and what
-    updates and transfers cost."""
-    def __init__(self, cfg, run, nodes, logs, clock):
-        self.cfg, self.run, self.nodes, self.logs, self.clock = cfg, run, nodes, logs, clock
-        x0 = models.flatten_params(nodes[0].model)
+    """What every driver shares: the nodes (their models, optimizers and batches), their protocols and
+    logs, the clock, and what updates and transfers cost. All are built a node at a time, when first
+    needed (LazyNodes): build_node(v) makes node v (algorithms.make_node), node 0 (x0) at once. Nothing
+    is written until a node logs its first event (into cfg["out"])."""
+    def __init__(self, cfg, run, clock, build_node):
+        self.cfg, self.run, self.clock, self.build_node = cfg, run, clock, build_node
+        self.nodes = LazyNodes(cfg["nodes"], self.make_node)
+        first = self.nodes.built[0] = build_node(0)  # it seeds torch's global generator, as it always did
+        x0 = models.flatten_params(first.model)
+        files = OpenFiles()
         self.dtype, self.model_bytes = protocols.transfer_format(cfg, x0.numel())
         # the paper's model on the wire (its bytes counted and timed) while a smaller one is trained
         self.model_bytes = cfg["virtual_model_bytes"] or self.model_bytes
-        self.protocols = [protocols.make_protocol(cfg, v, run, x0, self.model_bytes, logs[v]) for v in range(len(nodes))]
+        self.logs = LazyNodes(cfg["nodes"], lambda v: EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"),
+                                                               lambda: clock.now, files=files))
+        self.protocols = LazyNodes(cfg["nodes"], lambda v: protocols.make_protocol(cfg, v, run, x0, self.model_bytes,
+                                                                                   self.logs[v]))
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
-        self.timing = EngineTiming(cfg, len(nodes))
+        self.timing = EngineTiming(cfg)
         # one stream per node: durations never depend on the order in which the simulator visits nodes
-        self.duration_rngs = [np.random.default_rng([cfg["seed"], 2, v]) for v in range(len(nodes))]
-        # a measured duration is the wall time of the update itself, so it cannot wait for a batch
-        self.batch = (batched.BatchedUpdates(nodes, cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
-                      and tasks.get(cfg["task"]).batchable and all(map(batched.can_batch, nodes)) else None)
+        self.duration_rngs = LazyNodes(cfg["nodes"], lambda v: np.random.default_rng([cfg["seed"], 2, v]))
+        # a measured duration is the wall time of the update itself, so it cannot wait for a batch;
+        # every node is built alike, so node 0 says whether all can be batched
+        self.batch = (batched.BatchedUpdates([first], cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
+                      and tasks.get(cfg["task"]).batchable and batched.can_batch(first) else None)
+
+    def make_node(self, v):
+        # make_node seeds torch's global generator (so every node starts from x0); a node built
+        # mid-run must leave the generator as it found it, as building them all at the start did
+        with torch.random.fork_rng(devices=[]):
+            node = self.build_node(v)
+        if self.batch is not None:
+            self.batch.add(node)
+        return node
 
     def carry(self, params):
         """A model as a message carries it: a copy in the transfer dtype."""
@@ -106,15 +155,21 @@ class Network:
         """Every node logs the failures whose time has come; returns the nodes whose blocked compute that frees."""
         return [v for v, protocol in enumerate(self.protocols) if protocol.pass_failures(self.clock.now).frees_compute]
 
+    def counters(self):
+        """Every node's counters, in node order (a node never built counted nothing)."""
+        nothing = dict.fromkeys(COUNTERS, 0)
+        return [self.logs.built[v].counters if v in self.logs.built else nothing for v in range(self.cfg["nodes"])]
+
     def update(self, v, params, lr):
         """Node v's local update on `params` (no SGD with --emulate-params: pure timing studies);
         returns (outcome, virtual duration). The outcome is the loss, computed now, or with batching
         a batched.PendingUpdate: `loss(outcome)` computes it (and `params`) when the clock needs it."""
         cfg, started = self.cfg, time.perf_counter()
+        node = self.nodes[v]  # built (and given its batch rows) at its first update
         if self.batch is not None:
             outcome = self.batch.submit(v, params, lr)
         else:
-            outcome = algorithms.local_update(self.nodes[v], params, cfg["tau"], lr)
+            outcome = algorithms.local_update(node, params, cfg["tau"], lr)
         if cfg["compute_time_dist"] == "fixed":
             return outcome, cfg["compute_time_mean"]
         if cfg["compute_time_dist"] == "exponential":
@@ -140,10 +195,10 @@ class WalkDriver:
     an idle node finds an arriving walk at its next poll, and a walk leaves after a poll and a hand-off)."""
     def __init__(self, net):
         self.net = net
-        net.at_failure_times(net.pass_failures)
+        net.at_failure_times(net.pass_failures)  # every node logs a failure: all are built then
         self.busy = [False] * len(net.nodes)
-        for v, protocol in enumerate(net.protocols):
-            for walk in protocol.walks_here():
+        for v in type(net.protocols[0]).start_nodes(net.cfg):
+            for walk in net.protocols[v].walks_here():
                 walk.params = net.carry(walk.params)
             net.clock.at(0.0, self.serve, v)
 
@@ -290,28 +345,107 @@ DRIVERS = dict(walks=WalkDriver, gossip=GossipDriver)
 
 
 # -----------------------------------------------------------------------------
+# memory: what a run will need, before anything is built or written
+
+# Python's share of one built node beside its tensors: the node's module, optimizer, batch stream,
+# protocol and log objects (the DigitsMLP under SGD measured about 25 kB at V = 10^3 and 10^4)
+NODE_OBJECT_BYTES = 32_000
+
+
+def nodes_built(cfg):
+    """How many nodes a run builds (LazyNodes): all of them in gossip (every node computes), at most one
+    per local update plus the walks' start nodes in MW, the updates bounded by --max-iterations or,
+    with fixed or exponential durations, by train_time / compute_time_mean per walk (twice that for
+    exponential ones: a margin for short draws); with measured durations, all of them."""
+    num_nodes, walks = cfg["nodes"], cfg["walks"]
+    if protocols.PROTOCOLS[cfg["algorithm"]].driver == "gossip" or cfg["compute_time_dist"] == "measured":
+        return num_nodes
+    updates = cfg["max_iterations"] or walks * math.ceil(
+        cfg["train_time"] / cfg["compute_time_mean"] * (2 if cfg["compute_time_dist"] == "exponential" else 1))
+    return min(num_nodes, walks + updates)
+
+
+def memory_estimate(cfg, first):
+    """(bytes, what they are) the run will need at its peak: what this process holds now (the
+    interpreter, torch, the data, the graph, node 0), plus per built node its model's tensors (twice
+    with batching: a bank doubles as it grows), its momentum and NODE_OBJECT_BYTES, plus the models
+    the protocols hold (gossip: a node's live model, pending and waiting deltas, an exchange's two
+    copies; MW: the walks in flight, the aggregator's model and a snapshot per walk)."""
+    model = sum(t.numel() * t.element_size() for t in [*first.model.parameters(), *first.model.buffers()])
+    momentum = sum(p.numel() * p.element_size() for group in first.optimizer.param_groups
+                   if group.get("momentum") for p in group["params"])
+    batching = BATCHED and tasks.get(cfg["task"]).batchable and batched.can_batch(first)
+    per_node = model * (2 if batching else 1) + momentum + NODE_OBJECT_BYTES
+    built = nodes_built(cfg)
+    if protocols.PROTOCOLS[cfg["algorithm"]].driver == "gossip":
+        held = cfg["nodes"] * 5 * model
+    else:
+        held = (2 * cfg["walks"] + 1) * model
+    now = resident_bytes()
+    total = now + built * per_node + held
+    return total, (f"{now / 1e9:.2f} GB now (data, graph, interpreter) + {built:,} nodes built x "
+                   f"{per_node / 1e6:.2f} MB + {held / 1e9:.2f} GB of models held")
+
+
+def resident_bytes():
+    """This process's resident memory now (VmRSS)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def peak_resident_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports kB
+
+
+def machine_memory():
+    """(bytes this process may use, where that figure comes from): MemAvailable (/proc/meminfo) plus
+    what the process holds already, or less where a cgroup (v2 memory.max, v1 limit_in_bytes) limits it."""
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    usable, source = available + resident_bytes(), "MemAvailable"
+    for limit_path, usage_path in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_path) as f, open(usage_path) as g:
+                limit, usage = f.read().strip(), int(g.read())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) - usage + resident_bytes() < usable:
+            usable, source = int(limit) - usage + resident_bytes(), f"the cgroup limit ({limit_path})"
+        break
+    return usable, source
+
+
+# -----------------------------------------------------------------------------
 
 def simulate(cfg, run, verbose=True):
     """One simulated run of cfg on run (build_run.build_run(cfg, V)); writes the outputs to cfg["out"] and returns the summary."""
     # gossip_pacing authors: the authors' polls pace the exchanges here (engine_timing.py); recorded in config.json
     cfg = dict(cfg, gossip_interval=engine_timing.simulated_gossip_interval(cfg))
-    num_nodes = cfg["nodes"]
     device = torch.device("cuda" if cfg["device"] == "cuda" or (cfg["device"] == "auto" and torch.cuda.is_available())
                           else "cpu")
+    clock = VirtualClock()
+    net = Network(cfg, run, clock, lambda v: algorithms.make_node(cfg, run, v, device))
+    estimate, parts = memory_estimate(cfg, net.nodes[0])
+    usable, source = machine_memory()
+    if estimate > usable:
+        raise config.ConfigError(f"this run needs an estimated {estimate / 1e9:.1f} GB ({parts}) but the machine "
+                                 f"has {usable / 1e9:.1f} GB ({source}); use fewer nodes, a smaller model, or "
+                                 f"walks with an iteration budget (--max-iterations)")
     # the run folder's gate: a live run's folder is refused, a finished one's unless --overwrite true
     out_lock = run_folder.claim(cfg["out"], cfg["overwrite"])
     run_records.write_config(cfg, "simulated")
     if verbose:
         print(build_run.plan_text(cfg, run) + f"\nsimulated: {cfg['compute_time_dist']} compute times, mean "
               f"{cfg['compute_time_mean']:g}s; bandwidth {cfg['bandwidth']:g} B/s, latency {cfg['latency']:g}s"
-              + (f"; transfers of {cfg['virtual_model_bytes']} B (--virtual-model-bytes)" if cfg["virtual_model_bytes"] else ""),
+              + (f"; transfers of {cfg['virtual_model_bytes']} B (--virtual-model-bytes)" if cfg["virtual_model_bytes"] else "")
+              + f"\nmemory: an estimated {estimate / 1e9:.2f} GB ({parts}) of {usable / 1e9:.1f} GB ({source})",
               flush=True)
-    nodes = [algorithms.make_node(cfg, run, v, device) for v in range(num_nodes)]
-    clock = VirtualClock()
-    logs = [EventLog(os.path.join(cfg["out"], f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(num_nodes)]
-    net = Network(cfg, run, nodes, logs, clock)
+    nodes, logs = net.nodes, net.logs
     DRIVERS[net.protocols[0].driver](net)  # schedules the first events; the clock runs them
     measures = {}  # node -> its evaluation function (the node's own BatchNorm statistics)
+    guard = dict(diverged=None)  # summary.json's `diverged`, once the guard has seen it
 
     def evaluate(v, params, model="node0"):
         """The EVAL_METRICS of `params` at node v, logged at node 0 like the engine's Evaluator."""
@@ -320,22 +454,23 @@ def simulate(cfg, run, verbose=True):
             measures[v] = algorithms.make_evaluate(cfg, run, nodes[v])
         models.load_flat_params(nodes[v].model, params)
         metrics = measures[v](nodes[v].model)
-        iterations = sum(log.counters["iterations"] for log in logs)
-        nbytes = sum(log.counters["bytes_sent"] for log in logs)
+        iterations = sum(log.counters["iterations"] for log in logs.built.values())
+        nbytes = sum(log.counters["bytes_sent"] for log in logs.built.values())
         record_eval(logs[0], metrics, iterations, nbytes, model, v)
         if verbose:
             print(progress_line(clock.now, iterations, nbytes, metrics, model, v), flush=True)
+        guard["diverged"] = algorithms.guard_divergence(cfg, run, metrics, clock.now, guard["diverged"])
         return metrics
 
     def network_average():
         """The network average over the nodes whose models are the network's now (gossip: the live ones), as
         the engine's (theirs is at the end only), and the node whose BatchNorm statistics evaluate it."""
-        holders = [v for v, protocol in enumerate(net.protocols) if protocol.holds_final_model(clock.now)]
+        holders = [v for v, protocol in net.protocols.built_items() if protocol.holds_final_model(clock.now)]
         params = torch.stack([net.protocols[v].final_model() for v in holders]).mean(dim=0)
         return net.protocols[0].final_holder(holders), params
 
     def evaluate_now():
-        for v, protocol in enumerate(net.protocols):
+        for v, protocol in net.protocols.built_items():
             params = protocol.evaluated_model(clock.now)
             if params is not None:
                 evaluate(v, params)
@@ -348,24 +483,25 @@ def simulate(cfg, run, verbose=True):
         print(PROGRESS_HEADER, flush=True)
     clock.run(evaluate_now, cfg["eval_interval"])
     # the end of the run, as the protocol says: the final model's holder, the network average, the saved models
-    holders = [v for v, protocol in enumerate(net.protocols) if protocol.holds_final_model(clock.now)]
+    holders = [v for v, protocol in net.protocols.built_items() if protocol.holds_final_model(clock.now)]
     holder = net.protocols[0].final_holder(holders)
     average = evaluate(*network_average(), model="network_average") if net.protocols[0].averages_network else None
     final_model = net.protocols[holder].final_model()
     final = evaluate(holder, final_model)
     if cfg["save_models"]:
-        for protocol in net.protocols:
+        for _, protocol in net.protocols.built_items():
             for name, params in protocol.saved_models().items():
                 torch.save(params, os.path.join(cfg["out"], name))
         torch.save(final_model.cpu(), os.path.join(cfg["out"], "model.pt"))
-    for log in logs:
+    for log in logs.built.values():
         log.close()
     out_lock.close()  # written: the folder is free for the next run
     if verbose:
         print(f"simulated {clock.now:.2f}s of virtual time in {time.perf_counter() - started:.1f}s", flush=True)
-    return write_final_summary(cfg["out"], cfg, [log.counters for log in logs], "simulated", net.model_bytes, clock.now,
+    return write_final_summary(cfg["out"], cfg, net.counters(), "simulated", net.model_bytes, clock.now,
                                final, average, active_nodes=run["gossip"][1] if run["gossip"] else None,
-                               evaluated_node=holder)
+                               evaluated_node=holder, memory_estimate_bytes=estimate,
+                               peak_rss_bytes=peak_resident_bytes(), diverged=guard["diverged"])
 
 
 def simulate_main(argv):
@@ -392,8 +528,9 @@ def simulate_main(argv):
     except config.ConfigError as e:  # the run folder's gate refused --out
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    except protocols.Diverged as e:
+    except Diverged as e:  # --stop-on-divergence true
         print(f"error: {e}", file=sys.stderr, flush=True)
+        amend_summary(cfg["out"], complete=False, stopped=stopped_record("diverged", detail=str(e)))
         return 1
     print(f"results in {cfg['out']}/ (summary.json, events-rank*.jsonl, config.json)", flush=True)
     return 0

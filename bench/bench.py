@@ -12,8 +12,15 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
   same walks' routes run with no overhead at all: walks that meet at a node queue there (SEMANTICS.md §1),
   a cost of MW itself that R/t ignores. That ideal runs the walks in lock-step rounds of t;
   real timing jitter can spread them out and meet less often, so the ratio can exceed 1.
+- over bound (MW rows): against what no engine can avoid: every visit takes the emulated update
+  as it runs alone in this process on this machine now (update_alone) plus one raw one-way
+  transfer of the model (the ping-pong), and walks that meet queue as MW's do (the same routes
+  in rounds of that visit time); `mw<R>_over_bound` in the JSON line.
 - hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
-  seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message.
+  seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message; hop
+  runs and ping-pongs alternate (--hop-pairs, default 5) and the ratio is the pairs' median.
+- gossip rows: the configured pacing, and the ideal one (exchanges back to back, immediate
+  coupling: updates never wait for an exchange), each with its exchanges per second.
 - real-compute efficiency: the same engine with real local updates (the digits MLP; ResNet-20 on
   CIFAR-shaped input), local updates/s in the steady window / the rate of the same ranks computing
   the same model with no communication at all (--compute-only: every rank runs algorithms.local_update
@@ -38,6 +45,7 @@ sys.path.insert(0, REPO)  # the project's modules, however the script is started
 import argparse
 import json
 import shutil
+import statistics
 import subprocess
 import time
 
@@ -107,26 +115,46 @@ def time_split(events, key, args, low=None):
             f"then {1e3 * sum(gaps) / max(1, len(gaps)):.1f} ms to the next")
 
 
-def contention_free_rate(args, walks):
-    """Updates/s of MW-R on the same routes with a zero-overhead engine: hops are instant and
-    every visit takes exactly t, so visits end in rounds k*t; a node serves one waiting walk
-    per round, as MW's queue does (protocols.WalkQueue: the lowest id first), the others wait."""
+def contention_free_rate(args, walks, visit=None):
+    """Updates/s of MW-R on the same routes with a zero-overhead engine: every visit takes exactly
+    `visit` seconds (default t: hops are instant), so visits end in rounds k*visit; a node serves
+    one waiting walk per round, as MW's queue does (protocols.WalkQueue: the lowest id first), the
+    others wait."""
     from core import algorithms
     import graphs
     import protocols
+    visit = args.compute if visit is None else visit
     graph = graphs.build_graph("complete", args.nodes, seed=args.seed)
     queues = [protocols.WalkQueue() for _ in range(args.nodes)]
     for walk in range(walks):  # walk r starts at node r
         queues[walk].push(walk, walk)
     visits, counted = [0] * walks, 0
-    for k in range(1, int(round(args.train_time / args.compute)) + 1):
+    for k in range(1, int(round(args.train_time / visit)) + 1):
         served = [(node, queue.pop()) for node, queue in enumerate(queues) if queue]
         for node, walk in served:
             queues[algorithms.next_node(graph, node, args.seed, walk, visits[walk])].push(walk, walk)
             visits[walk] += 1
-        if args.trim <= k * args.compute < args.train_time - args.trim:
+        if args.trim <= k * visit < args.train_time - args.trim:
             counted += len(served)
     return counted / (args.train_time - 2 * args.trim)
+
+
+def update_alone(args):
+    """Seconds of one emulated local update (algorithms.local_update: the sleep, then the add over
+    the model) run alone in this process, back to back, the mean over at least 1 s and 20 updates:
+    what an update costs on this machine now, with no engine around it."""
+    import types
+    import torch
+    from core import algorithms
+    from engine import cores
+    torch.set_num_threads(cores.cpu_threads(args.nodes))  # a rank's threads (more spin on a loaded machine: 64 ms, not 5)
+    node, params = types.SimpleNamespace(emulate_compute=args.compute), torch.zeros(args.params)
+    reps = max(20, int(1.0 / max(args.compute, 1e-3)))
+    algorithms.local_update(node, params, 1, 0.0)  # warm-up: page faults of the fresh buffer
+    started = time.perf_counter()
+    for _ in range(reps):
+        algorithms.local_update(node, params, 1, 0.0)
+    return (time.perf_counter() - started) / reps
 
 
 def counter_check(out):
@@ -390,6 +418,7 @@ def main():
     parser.add_argument("--params", type=int, default=RESNET20_PARAMS, help="fp32 parameters of the model")
     parser.add_argument("--train-time", type=float, default=20.0, help="seconds per efficiency run")
     parser.add_argument("--hop-time", type=float, default=8.0, help="seconds of the hop run and of the ping-pong")
+    parser.add_argument("--hop-pairs", type=int, default=5, help="alternating hop runs and ping-pongs (median)")
     parser.add_argument("--trim", type=float, default=1.0, help="seconds left out at either end of a run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/bench")
@@ -416,6 +445,24 @@ def main():
 
     started, load_before = time.time(), os.getloadavg()[0]
     rows, result, counted = [], {}, []
+    # the hop first: its ping-pong is also the bound's one-way transfer. Hop runs and ping-pongs
+    # alternate, so a change of load hits both sides of a pair alike; the ratio is the pairs' median
+    pairs = []
+    for _ in range(args.hop_pairs):
+        out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
+        hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
+        one_way = float(mpirun(2, "bench/bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
+                                                     str(args.hop_time)], args.hop_time).split()[-1])
+        pairs.append((hop / one_way, hop, one_way, os.getloadavg()[0]))
+    counted.append(("MW", out))
+    ratio, hop, one_way, load = statistics.median_low(pairs)
+    rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong", f"{ratio:.3f}",
+                 f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B; median of {len(pairs)} alternating pairs "
+                 f"(ratios {', '.join(f'{p[0]:.2f}' for p in pairs)}; load {load:.1f} at the median's)"))
+    result["hop_overhead"] = result["hop_over_pingpong"] = round(ratio, 4)  # the second: #15's name
+    one_way = statistics.median(p[2] for p in pairs)
+
+    update = update_alone(args)
     for walks in args.walks:
         out = run_engine(args, f"mw{walks}", args.nodes, ["--algorithm", "mw", "--walks", str(walks)],
                          args.train_time, args.compute)
@@ -430,25 +477,29 @@ def main():
             rows.append((f"MW-{walks} engine efficiency", f"{rate:.2f} updates/s", f"{free:.2f} updates/s",
                          f"{rate / free:.3f}", "ideal: same routes, queueing, no overhead"))
             result[f"mw{walks}_engine_efficiency"] = round(rate / free, 4)
+        # what no engine avoids: the update as it runs alone here, one raw transfer per hop, the routes' queueing
+        bound = contention_free_rate(args, walks, visit=update + one_way)
+        rows.append((f"MW-{walks} over bound", f"{rate:.2f} updates/s", f"{bound:.2f} updates/s",
+                     f"{rate / bound:.3f}", f"bound: visits of {update * 1e3:.2f} ms update alone + "
+                     f"{one_way * 1e3:.3f} ms transfer, same routes queueing; load {os.getloadavg()[0]:.1f}"))
+        result[f"mw{walks}_over_bound"] = round(rate / bound, 4)
         counted.append(("MW", out))
     if args.gossip:
-        out = run_engine(args, "gossip", args.nodes, ["--algorithm", "gossip", "--walks", "1"],
-                         args.train_time, args.compute)
-        events = read_events(out)
-        rate, ideal = steady_rate(events, "update", args.train_time, args.trim), args.nodes / args.compute
-        rows.append(("gossip efficiency", f"{rate:.2f} updates/s", f"{ideal:.2f} updates/s",
-                     f"{rate / ideal:.3f}", time_split(events, "rank", args)))
-        result["gossip_efficiency"] = round(rate / ideal, 4)
-        counted.append(("gossip", out))
-
-    out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
-    hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
-    counted.append(("MW", out))
-    one_way = float(mpirun(2, "bench/bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
-                                          str(args.hop_time)], args.hop_time).split()[-1])
-    rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong",
-                 f"{hop / one_way:.3f}", f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B"))
-    result["hop_overhead"] = result["hop_over_pingpong"] = round(hop / one_way, 4)  # the second: #15's name
+        # the configured pacing, then the ideal one: exchanges back to back, updates never held (immediate coupling)
+        for name, extra in (("gossip", []), ("gossip_ideal_pacing", ["--gossip-pacing", "interval",
+                                                                      "--gossip-interval", "0",
+                                                                      "--gossip-coupling", "immediate"])):
+            out = run_engine(args, name, args.nodes, ["--algorithm", "gossip", "--walks", "1", *extra],
+                             args.train_time, args.compute)
+            events = read_events(out)
+            rate, ideal = steady_rate(events, "update", args.train_time, args.trim), args.nodes / args.compute
+            exchanges = steady_rate(events, "exchange", args.train_time, args.trim)
+            rows.append((f"{name.replace('_', ' ')} efficiency", f"{rate:.2f} updates/s", f"{ideal:.2f} updates/s",
+                         f"{rate / ideal:.3f}", f"{exchanges:.1f} exchanges/s; {time_split(events, 'rank', args)}; "
+                         f"load {os.getloadavg()[0]:.1f}"))
+            result[f"{name}_efficiency"] = round(rate / ideal, 4)
+            result[f"{name}_exchanges_per_s"] = round(exchanges, 2)
+            counted.append(("gossip", out))
 
     if args.real:
         from tasks import cifar10_files

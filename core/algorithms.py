@@ -3,15 +3,19 @@ The learning rules of Multi-Walk and Asynchronous Gossip (SEMANTICS.md §1, §2)
 functions of tensors and state. The MPI engine (distributed_training.py) and the
 simulator call exactly these; they know nothing about transport or time.
 """
+import math
+import sys
 import time
 
 import numpy as np
+import scipy.stats
 import torch
 
 import data
 import graphs
 import models
 import tasks
+from core.events import Diverged
 
 
 # -----------------------------------------------------------------------------
@@ -57,6 +61,40 @@ def make_evaluate(cfg, run, node):
     the model on k batches of this node's shard, and the node's own statistics, which training
     uses, are never changed. MNLI (tasks/mnli.py): LM loss and label accuracy, train_accuracy nan."""
     return tasks.get(cfg["task"]).make_evaluate(cfg, run, node)
+
+
+def divergence_seen(cfg, run, metrics, now):
+    """The divergence guard's rule at an evaluation (rank 0's Evaluator and the simulator's call it):
+    what it saw, in words, or None. A non-finite test loss (a model with NaN or infinite parameters
+    gives one), or, after the warm-up and never at the first evaluation (an untrained model is at
+    chance), test accuracy at chance: no more correct answers than
+    1/num_classes guessing gives at the 99.9th percentile of its binomial over the test examples."""
+    if not math.isfinite(metrics["test_loss"]):
+        return f"test loss {metrics['test_loss']}"
+    task_data = run["task_data"]
+    tested = len(task_data.test_y)
+    chance = 1 / task_data.num_classes
+    if now >= max(cfg["warmup_time"], cfg["eval_interval"]) and metrics["test_accuracy"] * tested <= scipy.stats.binom.ppf(0.999, tested, chance):
+        return f"test accuracy {metrics['test_accuracy']:.4f}, chance {chance:.4f} over {tested} test examples"
+    return None
+
+
+def guard_divergence(cfg, run, metrics, now, diverged):
+    """The divergence guard at one evaluation: returns summary.json's `diverged` record,
+    {reason, time, lr}, `diverged` itself once set (None while nothing is seen). The first time it
+    sees divergence it prints one warning naming the lr, or with --stop-on-divergence true raises
+    Diverged, which ends the run. Without a stop a model with NaN parameters keeps training, as the
+    authors' would: NaN spreads through merges and averages, and the evaluations show it."""
+    if diverged is not None:
+        return diverged
+    seen = divergence_seen(cfg, run, metrics, now)
+    if seen is None:
+        return None
+    line = f"the run diverged at t = {now:.1f}s with --lr {cfg['lr']:g}: {seen}"
+    if cfg["stop_on_divergence"]:
+        raise Diverged(line)
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+    return dict(reason=seen, time=round(now, 3), lr=cfg["lr"])
 
 
 def lr_at(elapsed, cfg):

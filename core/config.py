@@ -42,6 +42,7 @@ config = dict(
     eval_interval=5.0,       # seconds between evaluations at node 0
     eval_samples=0,          # test examples evaluated (a fixed seeded subset); 0 = the whole test split
     concurrent_eval=True,    # evaluate a snapshot in a thread beside training (the authors: a separate process)
+    stop_on_divergence=False,  # the divergence guard (a non-finite loss, or test accuracy at chance after the warm-up) warns and records; true: it ends the run (the authors' runs go on)
     eval_logged_at="snapshot",  # snapshot: an evaluation's time and counters are its snapshot's (the authors) | end: when its result is in
     gossip_mode="free",      # free (exchanges decoupled from compute) | per_update (one per local update)
     gossip_pacing="authors",  # free mode: authors (their exchange rate: simulator polls, MPI engine paced at their modelled cycle) | interval (gossip_interval)

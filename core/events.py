@@ -1,5 +1,6 @@
 """
-The one event logger: a JSON line per event, flushed line by line, and the one
+The one event logger: a JSON line per event, on disk at once (a real run holds its hot-path
+lines up to HOLD seconds, EventLog), and the one
 place that counts iterations, transfers and bytes (the paper's x-axes, SEMANTICS.md §5).
 Real runs and the simulator both write through it; plots and reports read it back.
 """
@@ -11,16 +12,62 @@ import os
 import socket
 import threading
 import time
+import weakref
+from collections import OrderedDict
 
 COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays")
 
 
+class OpenFiles:
+    """The simulator's V event logs share at most `limit` open files (V = 100,000 would exceed the
+    process's limit): a log's file is created at its first event, and a file not written for the
+    longest is closed when another needs a handle, then reopened to append. One thread only."""
+    def __init__(self, limit=256):
+        self.limit, self.files = limit, OrderedDict()  # path -> open file, least recently written first
+
+    def get(self, path, created):
+        """The file at path, open for writing: made empty unless `created` (then appended to)."""
+        file = self.files.pop(path, None)
+        if file is None:
+            if len(self.files) >= self.limit:
+                self.files.popitem(last=False)[1].close()
+            file = open(path, "ab" if created else "wb", buffering=0)
+        self.files[path] = file
+        return file
+
+    def close(self, path):
+        file = self.files.pop(path, None)
+        if file is not None:
+            file.close()
+
+
+# the lines of the hot path (a walk's visit, a gossip exchange): a real run may hold them in memory up to
+# HOLD seconds, written together; every other line (start, eval, checkpoint, failure, retire, stop...)
+# is written at once, after the held lines, so the file's order is the events' order
+HELD_KINDS = frozenset(("update", "transfer", "self_loop", "relay", "exchange"))
+HOLD = 0.05
+OPEN_LOGS = weakref.WeakSet()  # flush_all's: exit paths that skip Python's clean-up flush every log
+
+
+def flush_all():
+    """Write every open log's held lines (a signal handler or os._exit path calls it first)."""
+    for log in list(OPEN_LOGS):
+        log.flush()
+
+
 class EventLog:
-    def __init__(self, path, clock, resume_at=None):
+    """`hold` (seconds, 0: none): how long the HELD_KINDS lines may wait in memory before a writer
+    thread writes them (the MPI engine: HOLD; the simulator: 0, every line written at once).
+    What a SIGKILL loses is therefore at most the held lines of the last `hold` seconds; any
+    other ending flushes them (close, flush_all on signals and faults). `files` (the simulator's
+    OpenFiles): the log's file comes from that pool when a line is written, created at the first."""
+    def __init__(self, path, clock, resume_at=None, hold=0.0, files=None):
         # clock() is seconds since the run started: wall clock in a real run, virtual time in the simulator
-        self.clock, self.path = clock, path
-        # unbuffered, one write per event: an event logged is on disk, whatever ends the process next
-        if resume_at is None:
+        self.clock, self.path, self.hold, self.files = clock, path, hold, files
+        # unbuffered, one write per line or batch of held lines: what is written is on disk whatever ends the process next
+        if files is not None:
+            self.file, self.length = None, 0
+        elif resume_at is None:
             self.file, self.length = open(path, "wb", buffering=0), 0
         else:  # a resumed run: drop what was logged after the checkpoint, then append
             self.file, self.length = open(path, "r+b", buffering=0), resume_at
@@ -28,7 +75,13 @@ class EventLog:
             self.file.seek(resume_at)
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.counters["compute_time"] = 0.0
-        self.lock = threading.Lock()  # the compute and the communication thread both log
+        self.lock = threading.Condition()  # the compute and the communication thread both log; the writer waits on it
+        self.held, self.due = [], None  # lines not yet written, and when the first of them must be
+        self.writer = None
+        if hold:
+            self.writer = threading.Thread(target=self._write_held, name="event-log", daemon=True)
+            self.writer.start()
+        OPEN_LOGS.add(self)
 
     def write(self, kind, t=None, **fields):
         """One event at time t (default: now)."""
@@ -39,15 +92,53 @@ class EventLog:
             line = json.dumps(strict_json(event), allow_nan=False)
         line = (line + "\n").encode()
         with self.lock:
-            try:
-                written = 0
-                while written < len(line):  # a full disk can take part of a line before it refuses
-                    written += self.file.write(line[written:])
-            except OSError as e:
-                self.file.truncate(self.length)  # no cut-off line stays behind to be read as an event
-                self.file.seek(self.length)
-                raise OSError(e.errno, e.strerror, self.path) from None
-            self.length += len(line)
+            if self.hold and kind in HELD_KINDS and not self.file.closed:  # hold: the MPI engine's own file
+                if not self.held:
+                    self.due = time.monotonic() + self.hold
+                    self.lock.notify()
+                self.held.append(line)
+                return
+            self._append(b"".join(self.held) + line)
+            self.held.clear()
+
+    def _append(self, data):
+        """Holding the lock: data at the end of the file, entirely or not at all."""
+        file = self.file if self.files is None else self.files.get(self.path, created=self.length > 0)
+        try:
+            written = 0
+            while written < len(data):  # a full disk can take part of a line before it refuses
+                written += file.write(data[written:])
+        except OSError as e:
+            file.truncate(self.length)  # no cut-off line stays behind to be read as an event
+            file.seek(self.length)
+            raise OSError(e.errno, e.strerror, self.path) from None
+        self.length += len(data)
+
+    def flush(self):
+        """Write the held lines now."""
+        with self.lock:
+            if self.held and not self.file.closed:  # only a holding log (the MPI engine's own file) holds lines
+                self._append(b"".join(self.held))
+            self.held.clear()
+
+    def _write_held(self):
+        """The writer thread: asleep until a line is held, then writes it (and those held with it)
+        when the first is `hold` seconds old."""
+        with self.lock:
+            while not self.file.closed:
+                if not self.held:
+                    self.lock.wait()
+                    continue
+                late = self.due - time.monotonic()
+                if late > 0:
+                    self.lock.wait(late)
+                    continue
+                try:
+                    self._append(b"".join(self.held))
+                except OSError:  # a full disk: tried again later; a line written at once raises it in its thread
+                    self.due = time.monotonic() + self.hold
+                else:
+                    self.held.clear()
 
     def update(self, duration, **fields):
         """One local update (tau SGD steps) finished."""
@@ -83,11 +174,19 @@ class EventLog:
 
     def offset(self):
         """Where the log ends now, for a checkpoint: a resumed run continues from here."""
+        self.flush()
         with self.lock:
             return self.length
 
     def close(self):
-        self.file.close()
+        self.flush()
+        with self.lock:
+            if self.files is None:
+                self.file.close()
+                self.lock.notify()  # the writer thread ends
+            else:
+                self.files.close(self.path)
+        OPEN_LOGS.discard(self)
 
 
 EVAL_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")  # algorithms.make_evaluate's keys
@@ -157,9 +256,13 @@ def amend_summary(out_dir, **fields):
     write_json_atomically(path, dict(summary, **fields))
 
 
+class Diverged(RuntimeError):
+    """The divergence guard saw a non-finite loss or accuracy at chance, with --stop-on-divergence true: the run stops."""
+
+
 def stopped_record(cause, rank=None, host=None, detail=None):
     """What ended a run, for summary.json's `stopped`: `cause` is one of finished, signal, exception,
-    disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
+    diverged, disk_full, killed, stalled, exited, unreachable; `rank` the rank at fault (None when none is); `host` where
     it was; `time` when, in UTC; `detail` the signal's name, the error line or the stall, in words."""
     record = dict(cause=cause, rank=rank, host=host or socket.gethostname(),
                   time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -167,7 +270,10 @@ def stopped_record(cause, rank=None, host=None, detail=None):
 
 
 def fault_cause(error):
-    """An uncaught exception's cause: a full disk is told apart, it is the operator's to fix."""
+    """An uncaught exception's cause: a full disk is told apart, it is the operator's to fix, and so is
+    the divergence guard's stop (--stop-on-divergence true)."""
+    if isinstance(error, Diverged):
+        return "diverged"
     return "disk_full" if isinstance(error, OSError) and error.errno == errno.ENOSPC else "exception"
 
 

@@ -26,7 +26,8 @@ class Evaluator:
     failures) are logged when rank 0 receives them."""
     def __init__(self, cfg, run, node, log, progress, clock):
         """progress: this rank's Progress (rank 0 reads the network's totals from it)."""
-        self.cfg, self.node, self.log, self.progress, self.clock = cfg, node, log, progress, clock
+        self.cfg, self.run, self.node, self.log, self.progress, self.clock = cfg, run, node, log, progress, clock
+        self.diverged = None  # rank 0: summary.json's `diverged` once the guard has seen it
         self.evaluate = algorithms.make_evaluate(cfg, run, node)
         self.next_time = 0.0
         # its own model copy: the periodic evaluation runs beside training, never in the node's model
@@ -95,13 +96,16 @@ class Evaluator:
             self.progress.post_eval(metrics)
 
     def record(self, metrics, node=0, model="node0", taken=None):
-        """Rank 0 only. taken: (time, totals) to log it at (Evaluator.taken); None: now."""
+        """Rank 0 only, from any of its threads: log, print, run the divergence guard
+        (algorithms.guard_divergence), update the provisional summary.
+        taken: (time, totals) to log it at (Evaluator.taken); None: now."""
         t, totals = (self.clock(), self.progress.totals()) if taken is None else taken
         iterations, transfers, nbytes = (int(v) for v in totals)
         record_eval(self.log, metrics, iterations, nbytes, model, node, t=t)
         print(progress_line(t, iterations, nbytes, metrics, model, node), flush=True)
+        self.diverged = algorithms.guard_divergence(self.cfg, self.run, metrics, t, self.diverged)
         # a job killed from here on still leaves a readable summary, marked incomplete
         write_summary(self.cfg["out"], self.cfg, self.progress.size, wall_time_s=self.clock(), iterations=iterations,
-                      transfers=transfers, bytes_sent=nbytes, complete=False,
+                      transfers=transfers, bytes_sent=nbytes, complete=False, diverged=self.diverged,
                       **{f"last_{key}": value for key, value in metrics.items()})
 

@@ -31,7 +31,7 @@ import time
 from mpi4py import MPI
 
 from engine import supervisor
-from core.events import amend_summary, counter_totals, fault_cause, stale_summary_note, stopped_record
+from core.events import amend_summary, counter_totals, fault_cause, flush_all, stale_summary_note, stopped_record
 from engine.wire import TAG_COUNTERS, TAG_FAULT, TAG_FAULT_SEEN, TAG_SUMMARY_WRITTEN
 
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
@@ -109,6 +109,7 @@ def wake_rank0():
 def end_on_fault(comm, cfg, thread, error):
     """Any thread of any rank, on an uncaught exception. Never returns."""
     _fault_reported.acquire()
+    flush_all()  # the events held in memory (EventLog) are on disk before the job ends
     if isinstance(error, MPI.Exception):
         time.sleep(PEER_DEATH_GRACE)  # if a peer died, the job ends now with its name, not with our symptom
     line = fault_line(comm.Get_rank(), thread, error)
@@ -129,6 +130,7 @@ def end_unreachable(comm, cfg, line, unreachable, host):
     rank 0 records the line in summary.json and prints it; a rank cut off from rank 0 prints it
     itself (on a host the launcher may not hear either) and leaves. Never returns."""
     _fault_reported.acquire()
+    flush_all()
     if comm.Get_rank() == 0:
         record_fault(cfg, line, stopped_record("unreachable", unreachable, host, line[len("error: "):]))
         comm.Abort(supervisor.FAULT_EXIT)
@@ -179,6 +181,7 @@ def stop_on_interrupt(comm, cfg, log, clock, interrupted):
     and says the run was interrupted; each rank exits once rank 0 has written it (or has not answered
     in time). Never returns."""
     code = 128 + interrupted.signum
+    flush_all()
     if comm.Get_rank() != 0:
         completes([comm.isend(dict(log.counters), 0, TAG_COUNTERS), comm.irecv(source=0, tag=TAG_SUMMARY_WRITTEN)],
                   GATHER_TIMEOUT + REPORT_TIMEOUT)

@@ -41,6 +41,8 @@ import struct
 import sys
 import time
 
+from core import events
+
 # how launchers tell a process its rank: MPICH (Hydra), Open MPI, PMIx
 RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 FAULT_EXIT = 3   # the rank has printed (or had rank 0 print) the line that explains its end
@@ -122,7 +124,9 @@ def die_with_parent():
 
 
 def exit_quietly_on_signal(received, frame):
-    """The rank's handler until training starts: nothing is written yet that a stop could lose."""
+    """The rank's handler before training starts and after it ends: only held event lines (the end's)
+    could be lost, and they are written first."""
+    events.flush_all()
     os._exit(128 + received)
 
 

@@ -6,7 +6,7 @@ one vectorized computation over the nodes (torch.func.vmap of grad over
 functional_call), when the clock first needs one of their results.
 
 Every node's model parameters, SGD momentum buffers and BatchNorm buffers live in
-one stacked tensor per name (a "bank", first dimension = node); the node's own
+one stacked tensor per name (a "bank", a row per node registered); the node's own
 module and optimizer state hold views of its row, so evaluation and anything else
 that reads a node sees what the sequential path (algorithms.local_update) leaves.
 
@@ -81,9 +81,12 @@ class PendingUpdate:
 
 
 class BatchedUpdates:
-    """The local updates of nodes that share one architecture, task and optimizer settings."""
+    """The local updates of nodes that share one architecture, task and optimizer settings.
+    The banks hold a row per node registered (`add`: the simulator registers a node when it
+    builds it, which at V = 100,000 is only the nodes a walk reaches); they grow by doubling,
+    and every node's views move to the new banks."""
     def __init__(self, nodes, tau, min_batch=None):
-        self.nodes, self.tau = nodes, tau
+        self.tau = tau
         self.pending = []  # PendingUpdate, at most one per node (a node computes one update at a time)
         first = nodes[0]
         self.device = first.device
@@ -97,27 +100,52 @@ class BatchedUpdates:
         # optimizer is built alike by algorithms.make_node, so node 0's groups stand for all)
         group_of = {p: group for group in first.optimizer.param_groups for p in group["params"]}
         self.groups = [group_of[p] for p in first.model.parameters()]
-        self.param_bank = self.make_bank(lambda node: node.model.named_parameters(), set_param_row)
-        self.buffer_bank = self.make_bank(lambda node: node.model.named_buffers(), set_buffer_row)
-        # a node that has not stepped yet has no buffer: zeros, with which buf = momentum buf + d_p is torch's buf = d_p
-        buffers_by_node = [[node.optimizer.state.get(p, {}).get("momentum_buffer") for p in node.model.parameters()]
-                           for node in nodes]
-        self.momentum_bank = {
-            name: torch.stack([torch.zeros_like(self.param_bank[name][0]) if buffers[i] is None else buffers[i].detach()
-                               for buffers in buffers_by_node])
-            for i, (name, group) in enumerate(zip(self.param_names, self.groups)) if group["momentum"]}
+        self.nodes, self.row_of = {}, {}  # node id -> node, and its row in every bank
+        self.param_bank = {name: empty_bank(p) for name, p in template.named_parameters()}
+        self.buffer_bank = {name: empty_bank(b) for name, b in template.named_buffers()}
+        self.momentum_bank = {name: empty_bank(p) for (name, p), group in zip(template.named_parameters(), self.groups)
+                              if group["momentum"]}
+        for node in nodes:
+            self.add(node)
         # per node: loss and gradients at its own parameters and BatchNorm buffers (updated in place)
         self.loss_and_grads = vmap(grad_and_value(
             lambda params, buffers, bx, by: functional_call(self.loss_module, (params, buffers), (bx, by))))
 
-    def make_bank(self, named_tensors, set_row):
-        """Stack every node's tensors by name; each node's module then holds views of its row."""
-        tensors_by_node = [dict(named_tensors(node)) for node in self.nodes]
-        bank = {name: torch.stack([tensors[name].detach() for tensors in tensors_by_node]) for name in tensors_by_node[0]}
-        for v, node in enumerate(self.nodes):
-            for name, stacked in bank.items():
-                set_row(node.model, name, stacked[v])
-        return bank
+    def banks(self):
+        return [self.param_bank, self.buffer_bank, self.momentum_bank]
+
+    def add(self, node):
+        """Give node a row in every bank, holding its parameters and buffers (and its momentum: zeros
+        while it has not stepped, with which buf = momentum buf + d_p is torch's buf = d_p)."""
+        row = self.row_of[node.node_id] = len(self.row_of)
+        self.nodes[node.node_id] = node
+        if row == len(next(iter(self.param_bank.values()))):
+            for bank in self.banks():
+                for name, stacked in bank.items():
+                    bank[name] = torch.cat([stacked, torch.empty_like(stacked[:max(row, 1)])])
+            for v in self.nodes:
+                if v != node.node_id:
+                    self.point_at_rows(v)
+        with torch.no_grad():
+            for name, tensor in node.model.named_parameters():
+                self.param_bank[name][row].copy_(tensor)
+            for name, tensor in node.model.named_buffers():
+                self.buffer_bank[name][row].copy_(tensor)
+            for name, param in zip(self.param_names, node.model.parameters()):
+                if name in self.momentum_bank:
+                    buffer = node.optimizer.state.get(param, {}).get("momentum_buffer")
+                    self.momentum_bank[name][row].copy_(torch.zeros_like(param) if buffer is None else buffer)
+        self.point_at_rows(node.node_id)
+
+    def point_at_rows(self, v):
+        """Node v's module and optimizer state view its bank rows."""
+        node, row = self.nodes[v], self.row_of[v]
+        for name, stacked in self.param_bank.items():
+            set_param_row(node.model, name, stacked[row])
+        for name, stacked in self.buffer_bank.items():
+            set_buffer_row(node.model, name, stacked[row])
+        if any("momentum_buffer" in node.optimizer.state.get(p, {}) for p in node.model.parameters()):
+            self.publish_momentum(v)
 
     def submit(self, node_id, params, lr):
         """Node node_id's tau steps from the flat vector `params` (overwritten with the result, as
@@ -136,7 +164,7 @@ class BatchedUpdates:
                 self.publish_momentum(update.node_id)  # torch's SGD steps the bank's row in place
                 update.mean_loss = algorithms.local_update(self.nodes[update.node_id], update.params, self.tau, update.lr)
             return
-        rows = torch.tensor([u.node_id for u in updates], device=self.device)
+        rows = torch.tensor([self.row_of[u.node_id] for u in updates], device=self.device)
         count = len(updates)
         batches_x, batches_y = self.draw_batches(updates)
         flat = torch.stack([u.params.to(self.device, torch.float32) for u in updates])
@@ -193,10 +221,15 @@ class BatchedUpdates:
 
     def publish_momentum(self, v):
         """The node's optimizer state holds views of its momentum rows once it has stepped, as torch's SGD does."""
-        node = self.nodes[v]
+        node, row = self.nodes[v], self.row_of[v]
         for param, name in zip(node.model.parameters(), self.param_names):
             if name in self.momentum_bank:
-                node.optimizer.state[param]["momentum_buffer"] = self.momentum_bank[name][v]
+                node.optimizer.state[param]["momentum_buffer"] = self.momentum_bank[name][row]
+
+
+def empty_bank(tensor):
+    """A bank for `tensor`, with room for one node's row."""
+    return torch.empty((1, *tensor.shape), dtype=tensor.dtype, device=tensor.device)
 
 
 def set_param_row(model, name, row):

@@ -69,14 +69,18 @@ class EngineTiming:
     """The delays of one simulated run, one random stream per node (seeded, never shared), so a
     seed gives the same schedule. Ideal: every delay is 0 and `later` acts at once, so the ideal
     schedule (its events and their order) is the one without this module."""
-    def __init__(self, cfg, num_nodes):
-        import numpy as np  # here, not above: config.py reads this module's constants before any numpy
-        self.authors = cfg["engine_timing"] == "authors"
-        self.rngs = [np.random.default_rng([cfg["seed"], 3, v]) for v in range(num_nodes)]
+    def __init__(self, cfg):
+        self.authors, self.seed = cfg["engine_timing"] == "authors", cfg["seed"]
+        self.rngs = {}  # node -> its stream, made at the node's first poll (MW at V = 100,000 polls few nodes)
 
     def poll(self, v):
         """How long a poll of node v's takes to find an event that just happened."""
-        return float(self.rngs[v].uniform(0.0, POLL)) if self.authors else 0.0
+        if not self.authors:
+            return 0.0
+        if v not in self.rngs:
+            import numpy as np  # here, not above: config.py reads this module's constants before any numpy
+            self.rngs[v] = np.random.default_rng([self.seed, 3, v])
+        return float(self.rngs[v].uniform(0.0, POLL))
 
     def visit_overhead(self):
         return VISIT_OVERHEAD if self.authors else 0.0

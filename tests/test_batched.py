@@ -143,7 +143,7 @@ def test_what_cannot_be_batched_runs_sequentially(tmp_path, flags):
                              *flags, "--out", str(tmp_path)])
     run = build_run.build_run(cfg, cfg["nodes"])
     nodes = [algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(4)]
-    assert simulate.Network(cfg, run, nodes, [None] * 4, simulate.VirtualClock()).batch is None
+    assert simulate.Network(cfg, run, simulate.VirtualClock(), nodes.__getitem__).batch is None
     assert simulate_run(tmp_path / "run", *flags, "--nodes", "4", "--walks", "2", "--task", "digits",
                         "--max-iterations", "8")["iterations"] == 8
 

@@ -115,7 +115,7 @@ BAD_CONFIGS = [
     (["--graph", "star"], "graph 'star' is not one of cycle, complete, er"),
     (["--task", "imagenet"], "task 'imagenet' is not one of"),
     (["--walks", "two"], "--walks must be int, got 'two'"),
-    (["--task", "cifar10", "--data-dir", "/nonexistent"], "data_dir /nonexistent does not exist"),
+    (["--task", "cifar10", "--data-dir", "/nonexistent"], "data_dir '/nonexistent' does not exist (task cifar10 reads the CIFAR-10 python batches from it)"),
 ]
 
 

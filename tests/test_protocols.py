@@ -55,11 +55,10 @@ def simulate_protocols(cfg, folder):
              for v in range(cfg["nodes"])]
     clock = simulate.VirtualClock()
     os.makedirs(folder, exist_ok=True)
-    logs = [EventLog(os.path.join(folder, f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(cfg["nodes"])]
-    net = simulate.Network(cfg, run, nodes, logs, clock)
+    net = simulate.Network(dict(cfg, out=str(folder)), run, clock, nodes.__getitem__)
     simulate.DRIVERS[net.protocols[0].driver](net)
     clock.run(lambda: None, cfg["eval_interval"])
-    for log in logs:
+    for log in net.logs.built.values():
         log.close()
     return net
 
@@ -235,9 +234,11 @@ def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
 
 
 def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):
+    """With --stop-on-divergence true; without it (the default) the run goes on (tests/test_divergence.py)."""
     monkeypatch.setattr(simulate, "BATCHED", False)  # the one-at-a-time path calls algorithms.local_update
     monkeypatch.setattr(algorithms, "local_update", lambda node, params, tau, lr: float("nan"))
-    code = simulate.simulate_main(["--nodes", "4", "--max-iterations", "20", "--out", str(tmp_path)])
+    code = simulate.simulate_main(["--nodes", "4", "--max-iterations", "20", "--stop-on-divergence", "true",
+                                   "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 1 and err.startswith("error: diverged at t = ") and err.count("\n") == 1
-    assert "gave loss nan" in err
+    assert code == 1 and err.startswith("error: the run diverged at t = ") and err.count("\n") == 1
+    assert "gave loss nan" in err and "--lr" in err

@@ -132,7 +132,7 @@ def test_a_new_task_is_one_record_and_one_registry_line(tmp_path, monkeypatch, b
     flags = ["--task", "blobs", "--nodes", "4", "--walks", "2", "--max-iterations", "40", "--eval-interval", "0.2"]
     cfg = config.parse_config([*flags, "--out", str(tmp_path / "cfg")])
     run, nodes = nodes_of(cfg, 4)
-    network = simulate.Network(cfg, run, nodes, [None] * 4, simulate.VirtualClock())
+    network = simulate.Network(cfg, run, simulate.VirtualClock(), nodes.__getitem__)
     assert (network.batch is not None) == batchable  # the record decides whether the simulator batches it
     summary = simulate_run(tmp_path / "run", *flags)
     assert summary["iterations"] == 40 and 0 <= summary["final_test_accuracy"] <= 1

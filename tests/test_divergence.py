@@ -1,0 +1,64 @@
+"""The divergence guard (issue #27): a non-finite test loss, or test accuracy at chance after the
+warm-up, prints one warning naming the lr and records summary.json's `diverged`; the run goes on as
+the authors' does unless --stop-on-divergence true ends it (exit 1, stopped cause diverged)."""
+import math
+
+import pytest
+
+import simulate
+from conftest import FAST, read_summary, run_main
+from core import algorithms, build_run, config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DIVERGING = ["--nodes", "4", "--walks", "2", "--train-time", "6", "--lr", "10", *FAST]
+
+
+def test_lr_10_is_recorded_as_diverged_and_the_run_completes(tmp_path, capsys):
+    assert simulate.simulate_main([*DIVERGING, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: the run diverged") == 1 and "--lr 10" in err and "test accuracy" in err
+    summary = read_summary(tmp_path)
+    assert summary["complete"] is True and summary["stopped"]["cause"] == "finished"
+    assert summary["diverged"]["lr"] == 10 and summary["diverged"]["time"] > 0
+    assert "chance 0.1000" in summary["diverged"]["reason"]
+
+
+def test_stop_on_divergence_ends_the_run(tmp_path, capsys):
+    assert simulate.simulate_main([*DIVERGING, "--stop-on-divergence", "true", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the run diverged") and "--lr 10" in err and err.count("\n") == 1
+    summary = read_summary(tmp_path)
+    assert summary["complete"] is False and summary["stopped"]["cause"] == "diverged"
+
+
+def test_a_run_that_learns_is_not_diverged(tmp_path, capsys):
+    assert simulate.simulate_main([*DIVERGING, "--lr", "0.05", "--out", str(tmp_path)]) == 0
+    assert "diverged" not in capsys.readouterr().err
+    assert read_summary(tmp_path)["diverged"] is None
+
+
+def test_the_rule(tmp_path):
+    cfg = config.parse_config(["--task", "digits", "--warmup-time", "5", "--out", str(tmp_path)])
+    run = build_run.build_run(cfg, 4)
+    at_chance = dict(test_loss=2.3, test_accuracy=0.1)
+    assert algorithms.divergence_seen(cfg, run, at_chance, 4.9) is None  # still warming up
+    assert "test accuracy" in algorithms.divergence_seen(cfg, run, at_chance, 6.0)
+    assert algorithms.divergence_seen(cfg, run, dict(test_loss=0.5, test_accuracy=0.2), 6.0) is None
+    no_warmup = dict(cfg, warmup_time=0.0)
+    assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.01) is None  # the first evaluation: untrained
+    assert "nan" in algorithms.divergence_seen(cfg, run, dict(test_loss=math.nan, test_accuracy=0.9), 1.0)
+
+
+@pytest.mark.mpi
+def test_mpi_run_warns_and_records_or_stops(tmp_path):
+    flags = ["--walks", 2, "--train-time", 6, "--lr", 10, *FAST]
+    result = run_main(4, [*flags, "--out", tmp_path / "on"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("warning: the run diverged") == 1 and "--lr 10" in result.stderr
+    summary = read_summary(tmp_path / "on")
+    assert summary["complete"] is True and summary["diverged"]["lr"] == 10
+    result = run_main(4, [*flags, "--stop-on-divergence", "true", "--out", tmp_path / "stopped"])
+    assert result.returncode != 0 and "the run diverged" in result.stderr
+    summary = read_summary(tmp_path / "stopped")
+    assert summary["complete"] is False and summary["stopped"]["cause"] == "diverged"
