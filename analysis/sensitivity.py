@@ -34,8 +34,10 @@ import numpy as np
 from analysis import experiments
 from analysis import inference
 from analysis import queueing
+from core import config
 from core import run_records
 from core.events import read_events
+from simulation import engine_timing
 
 GRAPH = experiments.PAPER_GRAPHS["complete"]
 NODES = 20
@@ -99,8 +101,12 @@ def cell_rows(results, args):
         row = dict(cell=cell, compute=flags["compute_time_mean"], bandwidth=flags["bandwidth"],
                    engine_timing=flags.get("engine_timing"))
         mw = {x: [r for r in mine if r["algorithm"] == "mw" and r["x"] == x] for x in args.walks}
+        # the authors' engine timing (the simulator's default) adds its polls and copies to every visit:
+        # the model takes them as a pure delay per visit (analysis/queueing.py)
+        timing = flags.get("engine_timing") or config.config["engine_timing"]
         predicted = queueing.predict(GRAPH, NODES, args.walks, flags["compute_time_mean"],
-                                     flags["virtual_model_bytes"], flags["bandwidth"], flags["latency"])
+                                     flags["virtual_model_bytes"], flags["bandwidth"], flags["latency"],
+                                     visit_delay_s=engine_timing.AUTHORS_VISIT_DELAY if timing == "authors" else 0.0)
         row["mw"] = {x: dict(rate=float(np.mean([r["rate"] for r in rs])), predicted=predicted[x],
                              models_per_update=float(np.mean([r["models_per_update"] for r in rs])))
                      for x, rs in mw.items() if rs}
