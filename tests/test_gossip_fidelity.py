@@ -13,7 +13,7 @@ from core import config
 import graphs
 import models
 import simulate
-from core.events import EventLog, read_events
+from core.events import read_events
 from conftest import read_summary, run_main, simulate_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,15 +33,17 @@ def per_node(out, kind):
 @pytest.mark.slow
 def test_pacing_bounds_each_active_node_exchange_starts(tmp_path):
     train_time, interval = 2.0, 0.1
-    summary = simulate_run(tmp_path, *FLAGS, "--nodes", "8", "--train-time", str(train_time), "--gossip-interval",
-                           str(interval), "--compute-time-dist", "fixed", "--compute-time-mean", "0.02")
+    summary = simulate_run(tmp_path, *FLAGS, "--nodes", "8", "--train-time", str(train_time), "--engine-timing", "ideal",
+                           "--gossip-pacing", "interval", "--gossip-interval", str(interval), "--compute-time-dist", "fixed", "--compute-time-mean", "0.02")
     exchanges = per_node(tmp_path, "exchange")
     assert set(exchanges) == {0, 1, 2, 3}  # K_{4,4}: nodes 0..3 are active
     assert all(n <= train_time / interval + 1 for n in exchanges.values())
     starts = sorted(e["t"] for e in read_events(tmp_path) if e["type"] == "exchange" and e["rank"] == 0)
     assert min(b - a for a, b in zip(starts, starts[1:])) >= interval - 1e-9
     back_to_back = simulate_run(tmp_path / "b2b", *FLAGS, "--nodes", "8", "--train-time", str(train_time),
-                                "--gossip-interval", "0", "--compute-time-dist", "fixed", "--compute-time-mean", "0.02")
+                                "--engine-timing", "ideal", "--gossip-pacing", "interval", "--gossip-interval", "0",
+                                "--compute-time-dist", "fixed",
+                                "--compute-time-mean", "0.02")
     assert back_to_back["exchanges"] > 2 * summary["exchanges"]
     for s in (summary, back_to_back):
         assert s["exchanges_per_update"] == pytest.approx(s["exchanges"] / s["iterations"])
@@ -53,7 +55,8 @@ def test_authors_coupling_ties_passive_updates_to_served_exchanges(tmp_path):
     """Under the authors' coupling a passive node's compute waits for its delta to be consumed,
     which only a served exchange does: at most two updates ahead of the exchanges it served.
     With immediate coupling it computes freely, far more often than it exchanges."""
-    flags = ["--nodes", "8", "--train-time", "2", "--gossip-interval", "0.2", "--compute-time-dist", "fixed",
+    flags = ["--nodes", "8", "--train-time", "2", "--gossip-pacing", "interval", "--gossip-interval", "0.2",
+             "--compute-time-dist", "fixed",
              "--compute-time-mean", "0.01"]
     simulate_run(tmp_path / "authors", *FLAGS, *flags)
     simulate_run(tmp_path / "immediate", *FLAGS, *flags, "--gossip-coupling", "immediate")
@@ -105,16 +108,16 @@ def delta_weight(tmp_path, coupling, node, which):
                emulate_params=1)
     graph = graphs.build_graph("complete", 4)
     run = dict(graph=graph, gossip=graphs.gossip_graph(graph, "complete"))
-    nodes = [algorithms.Node(v, models.FlatBuffer(1), None, None, None, torch.device("cpu"), emulate_compute=0.0)
-             for v in range(4)]
-    clock = simulate.VirtualClock()
     folder = tmp_path / f"{coupling}-{node}-{which}"
     folder.mkdir()
-    logs = [EventLog(str(folder / f"events-rank{v}.jsonl"), lambda: clock.now) for v in range(4)]
-    net = OneDeltaNetwork(cfg, run, nodes, logs, clock, node=node, which=which)
+    cfg["out"] = str(folder)
+    clock = simulate.VirtualClock()
+    net = OneDeltaNetwork(cfg, run, clock, lambda v: algorithms.Node(v, models.FlatBuffer(1), None, None, None,
+                                                                     torch.device("cpu"), emulate_compute=0.0),
+                          node=node, which=which)
     simulate.GossipDriver(net)
     clock.run(lambda: None, cfg["eval_interval"])
-    for log in logs:
+    for _, log in net.logs.built_items():
         log.close()
     return sum(protocol.final_model().item() for protocol in net.protocols)
 
