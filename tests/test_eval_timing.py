@@ -30,6 +30,8 @@ def test_an_evaluation_is_logged_at_its_snapshot_or_at_its_end(tmp_path, logged_
     assert len(periodic) >= 2
     # written after updates that came later than its time: only a snapshot's time precedes them
     late = [i for i in periodic if events[i]["t"] < max(e["t"] for e in events[:i])]
-    assert (len(late) >= len(periodic) - 1) if logged_at == "snapshot" else not late
+    # at its end, an evaluation is never earlier than a line before it; at its snapshot, one that ran while
+    # updates went on is (how many did depends on the machine's load: at least one)
+    assert late if logged_at == "snapshot" else not late
     for i in periodic:  # the network's counters then: no update logged after the eval's time is in them
         assert events[i]["iterations_seen"] <= sum(t <= events[i]["t"] for t in updates)
