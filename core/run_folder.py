@@ -44,13 +44,15 @@ def in_use_error(out, holder):
 
 
 def check_not_live(out):
-    """Refuse a folder whose lock a live process holds: try the lock, and let it go at once."""
+    """Refuse a folder whose lock a live process holds: try the lock, and let it go at once. A shared
+    lock: every rank of one job probes at the same moment, and shared probes never refuse each other,
+    only a live run's exclusive lock."""
     path = os.path.join(out, LOCK_FILE)
     if not os.path.exists(path):
         return
     with open(path, "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             raise in_use_error(out, handle.read().strip() or "another process") from None
