@@ -34,7 +34,8 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
     assert sorted(k for k in result if "efficiency" in k) == [
-        "gossip_efficiency", "mlp_gossip_real_compute_efficiency", "mlp_mw1_real_compute_efficiency",
+        "gossip_efficiency", "gossip_ideal_pacing_efficiency", "mlp_gossip_real_compute_efficiency",
+        "mlp_mw1_real_compute_efficiency",
         "mw2_efficiency", "mw2_engine_efficiency"]
     assert sorted(k for k in result if "hop" in k) == ["hop_over_pingpong", "hop_overhead"]
     assert sorted(k for k in result if "rotation" in k) == ["mlp_mw1_over_rotation"]
