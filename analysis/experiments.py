@@ -57,6 +57,13 @@ GPU_UPDATE_S = 0.025           # mean of one local update of ResNet-20 (tau 5 st
 LINK_BYTES_PER_S = 1.25e8      # 1 Gbit/s links (8.7 ms per ResNet-20)
 LINK_LATENCY_S = 1e-4
 
+# paper_sim's runs (paper_verdicts' too): they end at the same number of local updates (all nodes), with a
+# constant lr, since a virtual-time warm-up and decay would fall at different iterations for each algorithm
+PAPER_SIM_FLAGS = dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.0, train_time=1e9,
+                       max_iterations=3000, compute_time_dist="exponential", compute_time_mean=GPU_UPDATE_S,
+                       bandwidth=LINK_BYTES_PER_S, latency=LINK_LATENCY_S, virtual_model_bytes=RESNET20_BYTES)
+
+
 def paper_sim_notes(preset):
     """The setting of the paper_sim preset, for its REPORT.md: the task, the budget and target, and where
     the virtual-time model's numbers come from."""
@@ -158,11 +165,7 @@ PRESETS = dict(
               "20-node graphs, ResNet-20's bytes and a GPU's update time on the virtual clock, 5 seeds, ~35 min on 2 cores "
               "(--data-dir: ResNet-20 on CIFAR-10, for a GPU)",
         runner="simulate",
-        # runs end at the same number of local updates (all nodes); a constant lr, since a virtual-time
-        # warm-up and decay would fall at different iterations for each algorithm
-        flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.0, train_time=1e9, max_iterations=3000,
-                   compute_time_dist="exponential", compute_time_mean=GPU_UPDATE_S, bandwidth=LINK_BYTES_PER_S,
-                   latency=LINK_LATENCY_S, virtual_model_bytes=RESNET20_BYTES),
+        flags=PAPER_SIM_FLAGS,
         grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw5", "mw10", "mw15", *GOSSIP_RATES])
               for kind in ("cycle", "complete", "erdos_renyi") for alpha in (10.0, 1.0, 0.1)]
              + [(nodes, "complete", 1.0, ["gossip"]) for nodes in (5, 10)],  # claim 3: gossip against V
@@ -173,9 +176,7 @@ PRESETS = dict(
               "complete MW-1/5/10/15 + gossip, alpha 10/1/0.1) and the secondary grid at 5, gossip's network average "
               "logged at every evaluation; its report leads with the plan's verdicts at three targets",
         runner="simulate",
-        flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.0, train_time=1e9, max_iterations=3000,
-                   compute_time_dist="exponential", compute_time_mean=GPU_UPDATE_S, bandwidth=LINK_BYTES_PER_S,
-                   latency=LINK_LATENCY_S, virtual_model_bytes=RESNET20_BYTES, eval_network_average=True),
+        flags=dict(PAPER_SIM_FLAGS, eval_network_average=True),
         # (V, graph, alpha, algorithms, seeds): primary at 10 seeds, secondary at 5 (the first five)
         grid=[(20, PAPER_GRAPHS["cycle"], alpha, ["mw1", "gossip"], PRIMARY_SEEDS) for alpha in (10.0, 1.0, 0.1)]
              + [(20, PAPER_GRAPHS["complete"], alpha, ["mw1", "mw5", "mw10", "mw15", "gossip"], PRIMARY_SEEDS)
