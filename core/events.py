@@ -50,9 +50,14 @@ OPEN_LOGS = weakref.WeakSet()  # flush_all's: exit paths that skip Python's clea
 
 
 def flush_all():
-    """Write every open log's held lines (a signal handler or os._exit path calls it first)."""
+    """Write every open log's held lines (a signal handler or os._exit path calls it first).
+    Best effort: on a full disk the held lines are lost, and the caller goes on to report why
+    the job ends (its line names the disk) rather than dying of this write."""
     for log in list(OPEN_LOGS):
-        log.flush()
+        try:
+            log.flush()
+        except OSError:
+            pass
 
 
 class EventLog:

@@ -62,6 +62,19 @@ def test_flush_all_writes_every_open_log(tmp_path):
         log.close()
 
 
+def test_flush_all_goes_past_a_full_disk(tmp_path):
+    """A fault's exit path flushes first: a log it cannot write (/dev/full) must not stop it, nor the other logs."""
+    full = EventLog("/dev/full", time.monotonic, hold=3600.0)
+    kept = EventLog(tmp_path / "e.jsonl", time.monotonic, hold=3600.0)
+    full.update(0.1)
+    kept.update(0.1)
+    flush_all()
+    assert lines(tmp_path / "e.jsonl") == ["update"]
+    kept.close()
+    full.held.clear()  # what the disk refused stays held; dropped so that close() can end the log
+    full.close()
+
+
 def test_a_sigkill_loses_only_held_lines(tmp_path):
     """A process killed outright: every line written at once is there, and at most the held ones are lost."""
     path = tmp_path / "e.jsonl"

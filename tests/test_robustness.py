@@ -1,5 +1,6 @@
 """Failures (SEMANTICS.md §6), crashes, checkpoint/resume and bad input, under real mpirun."""
 import json
+import math
 import os
 import random
 import signal
@@ -43,6 +44,8 @@ def test_new_aggregator_adopts_each_first_arrival_then_merges():
 
 # ----------------------------------------------------------------------------- failures
 
+DIGITS_TEST_IMAGES = 359  # the digits task's test split (the "[start] data loaded" line says so)
+
 def evals_of(events):
     return [e for e in events if e["type"] == "eval" and e["rank"] == 0 and e["model"] == "node0"]
 
@@ -71,7 +74,10 @@ def test_two_failures_on_six_ranks(tmp_path, algorithm):
     for i, (begin, end) in enumerate(zip(boundaries, boundaries[1:])):  # evaluation follows the failures
         assert {e.get("node", 0) for e in evals if begin + 0.5 < e["t"] < end} == {i}, evals
     before = [e["test_accuracy"] for e in evals if e["t"] < failure_times[-1]][-1]
-    assert summary["final_test_accuracy"] >= before - 0.01, (before, summary)  # recovered, within noise
+    # recovered, within noise: two models scored on digits' 359 test images differ by chance by up to
+    # about 3 binomial standard errors (0.03 at 0.96)
+    noise = 3 * math.sqrt(before * (1 - before) / DIGITS_TEST_IMAGES)
+    assert summary["final_test_accuracy"] >= before - noise, (before, noise, summary)
     for begin, end in zip(failure_times, boundaries[2:]):  # still learning: updates after each failure
         assert sum(begin < e["t"] < end for e in events if e["type"] == "update") > 10
 
