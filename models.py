@@ -5,6 +5,7 @@ a task trains is its record's (tasks/); the OPT checkpoint of task mnli is loade
 - ResNet20: the CIFAR ResNet of He et al. (2016), in the paper's 272,474-parameter
   variant (1x1 conv + BatchNorm projection shortcuts where the shape changes).
 - DigitsMLP: a small MLP for the offline digits / synthetic tasks.
+- DigitsCNN: a small CNN with BatchNorm on the 8x8 digits (task digits_bn, 38,330 parameters).
 - flatten_params / load_flat_params: trainable parameters <-> one 1-D fp32 vector.
   BatchNorm running statistics are buffers, not parameters, so they stay at the node.
   A tied weight (OPT's lm_head = embed_tokens) is one parameter: model.parameters()
@@ -82,6 +83,28 @@ class DigitsMLP(nn.Module):
 
     def forward(self, x):
         return self.out(F.relu(self.hidden(x.flatten(1))))
+
+
+class DigitsCNN(nn.Module):
+    """Two 3x3 convolutions (16 and 32 channels), each followed by BatchNorm, then a 64-unit hidden
+    layer: 38,330 parameters, a stand-in for ResNet-20 whose BatchNorm statistics stay at the nodes
+    as ResNet-20's do. Takes the flat 64-pixel digits and views them as 1x8x8 images."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1, bias=False)   # 8x8, then max-pooled to 4x4
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1, bias=False)  # 4x4
+        self.bn2 = nn.BatchNorm2d(32)
+        self.hidden = nn.Linear(32 * 4 * 4, 64)
+        self.out = nn.Linear(64, num_classes)
+        for module in (self.conv1, self.conv2):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        out = F.max_pool2d(F.relu(self.bn1(self.conv1(x.view(-1, 1, 8, 8)))), 2)
+        out = F.relu(self.bn2(self.conv2(out)))
+        return self.out(F.relu(self.hidden(out.flatten(1))))
 
 
 class FlatBuffer(nn.Module):

@@ -139,6 +139,23 @@ def paper_verdicts_notes(preset):
             "line in `python experiments.py list paper_verdicts`.", ""] + paper_sim_notes(preset)[2:]
 
 
+def bn_standin_notes(preset):
+    """paper_sim's setting notes, the grid and task paragraphs replaced by the stand-in's."""
+    return [f"**Grid.** docs/analysis_plan.md's BatchNorm stand-in: V = 20 on the cycle and complete graphs of "
+            f"`configs/paper/`, Dirichlet alpha 1 and 0.1, MW-1, MW-10 and gossip (authors-like rate), seeds "
+            f"{preset['seeds'][0]}-{preset['seeds'][-1]}; gossip's network average is evaluated beside node 0's model. "
+            "Each run is reproduced exactly by its `python simulate.py` line in `python experiments.py list bn_standin`.",
+            "",
+            "**Task.** `digits_bn`: scikit-learn's digits (8x8 grey images, 1,438 train / 359 test) and a small CNN "
+            "with BatchNorm (`models.DigitsCNN`: 3x3 convolutions of 16 and 32 channels, each with BatchNorm, a 64-unit "
+            "hidden layer; 38,330 parameters), batch 32, lr 0.05 with Nesterov momentum 0.9 and weight decay 1e-4. As "
+            "ResNet-20's, the BatchNorm running statistics are buffers that stay at each node: a walk or a gossip "
+            "exchange carries the parameters only, a node's local steps update its own statistics, and a model is "
+            "evaluated with the statistics of the node that evaluates it (node 0; the network average with those of "
+            "the final model's holder), with no recalibration (the authors' default, FIDELITY.md).",
+            ""] + paper_sim_notes(preset)[4:]
+
+
 # A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms[, seeds]) (seeds: the
 # preset's unless given), seeds, the target the report measures against (a value of --metric, test
 # accuracy by default) and, where the analysis plan judges it, its targets.
@@ -187,6 +204,16 @@ PRESETS = dict(
         seeds=PRIMARY_SEEDS, target=0.93, targets=(0.90, 0.93, 0.95), evals_per_run=100, timeout=900,
         notes=paper_verdicts_notes, with_data_dir=dict(flags=dict(task="cifar10", max_iterations=20000), target=0.7,
                                                   targets=(0.6, 0.7, 0.75))),
+    bn_standin=dict(
+        about="docs/analysis_plan.md's BatchNorm stand-in: paper_sim's setting with digits_bn (a 38k-parameter CNN with "
+              "BatchNorm) instead of the MLP, cycle + complete, alpha 1/0.1, MW-1/10 + gossip, 5 seeds; gossip's "
+              "network average logged; its report leads with the plan's verdicts at the stand-in's three targets",
+        runner="simulate",
+        flags=dict(PAPER_SIM_FLAGS, task="digits_bn", eval_network_average=True),
+        grid=[(20, PAPER_GRAPHS[kind], alpha, ["mw1", "mw10", "gossip"]) for kind in ("cycle", "complete")
+              for alpha in (1.0, 0.1)],
+        seeds=SECONDARY_SEEDS, target=0.93, targets=(0.90, 0.93, 0.95), evals_per_run=100, timeout=1800,
+        notes=bn_standin_notes),
     smoke=dict(
         about="two 3-second runs on 4 ranks: the whole pipeline end to end (tests/test_experiments.py)",
         flags=dict(task="digits", tau=5, lr=0.05, batch_size=32, warmup_time=0.5, train_time=3, eval_interval=0.2),

@@ -1,5 +1,5 @@
 """
-The task registry: one record per learning task (digits, synthetic, cifar10, mnli) saying
+The task registry: one record per learning task (digits, digits_bn, synthetic, cifar10, mnli) saying
 how its data loads, its model, optimizer, loss and evaluation, the folders it reads, and
 whether the simulator can batch its local updates. Nothing outside this package asks which
 task runs; everything asks the task's record, get(cfg["task"]).
@@ -14,10 +14,11 @@ torch when called. A task with much code keeps it in a module of its own that th
 functions import (tasks/cifar10_files.py, tasks/multinli.py); tasks/classification.py holds
 what the three classification tasks share.
 """
-from tasks import cifar10, digits, mnli, synthetic
+from tasks import cifar10, digits, digits_bn, mnli, synthetic
 
 TASKS = {
     "digits": digits.TASK,
+    "digits_bn": digits_bn.TASK,
     "synthetic": synthetic.TASK,
     "cifar10": cifar10.TASK,
     "mnli": mnli.TASK,

@@ -22,14 +22,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_record_is_complete_and_names_real_config_keys():
-    assert tuple(tasks.TASKS) == ("digits", "synthetic", "cifar10", "mnli")
+    assert tuple(tasks.TASKS) == ("digits", "digits_bn", "synthetic", "cifar10", "mnli")
     for name, task in tasks.TASKS.items():
         assert isinstance(task, Task) and task.name == name and tasks.get(name) is task
         assert all(isinstance(folder, Folder) and folder.key in config.config for folder in task.folders)
         assert all(key in config.config for key in task.data_keys)
         assert all(callable(f) for f in (task.load_data, task.build_model, task.make_optimizer, task.make_loss,
                                          task.make_evaluate))
-    with pytest.raises(ValueError, match="unknown task 'resnet'; allowed: digits, synthetic, cifar10, mnli"):
+    with pytest.raises(ValueError, match="unknown task 'resnet'; allowed: digits, digits_bn, synthetic, cifar10, mnli"):
         tasks.get("resnet")
 
 
@@ -45,7 +45,7 @@ def nodes_of(cfg, count=2):
     return run, [algorithms.make_node(cfg, run, v, torch.device("cpu")) for v in range(count)]
 
 
-@pytest.mark.parametrize("task", ["digits", "synthetic", "cifar10"])
+@pytest.mark.parametrize("task", ["digits", "digits_bn", "synthetic", "cifar10"])
 def test_classification_records_build_seeded_sgd_nodes(tmp_path, task):
     cifar = tmp_path / "cifar"
     cifar10_files.write_cifar_folder(str(cifar), images_per_batch=8)
@@ -86,7 +86,7 @@ def test_the_folders_a_task_reads_are_checked_from_its_record(tmp_path):
         config.parse_config(["--task", "mnli", "--data-dir", str(tmp_path), "--model-dir", str(tmp_path / "opt")])
     (tmp_path / "opt" / "model.safetensors").write_bytes(b"")
     assert config.parse_config(["--task", "mnli", "--data-dir", str(tmp_path), "--model-dir", str(tmp_path / "opt")])
-    with pytest.raises(config.ConfigError, match="bn_recalibrate 2 needs a model with BatchNorm: task cifar10 "):
+    with pytest.raises(config.ConfigError, match="bn_recalibrate 2 needs a model with BatchNorm: task digits_bn or cifar10 "):
         config.parse_config(["--bn-recalibrate", "2"], check_paths=False)
 
 
