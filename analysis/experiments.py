@@ -153,7 +153,14 @@ def bn_standin_notes(preset):
             "exchange carries the parameters only, a node's local steps update its own statistics, and a model is "
             "evaluated with the statistics of the node that evaluates it (node 0; the network average with those of "
             "the final model's holder), with no recalibration (the authors' default, FIDELITY.md).",
-            ""] + paper_sim_notes(preset)[4:]
+            "",
+            f"**Budget and targets.** Every run ends at {preset['flags']['max_iterations']:,} local updates over all "
+            f"nodes (paper_sim's 3,000 did not fit the hour: a CNN update costs about four times the MLP's), about "
+            f"{preset['evals_per_run']} evaluations per run (a resolution of about "
+            f"{preset['flags']['max_iterations'] // preset['evals_per_run']} updates), constant lr. Targets "
+            f"{' / '.join(f'{t:g}' for t in preset['targets'])}, chosen from a pilot of one seed (99, not counted): "
+            "docs/analysis_plan.md's stand-in section gives the pilot's curves and the deviations from the main plan.",
+            ""] + paper_sim_notes(dict(PRESETS["paper_sim"], flags=preset["flags"]))[6:]  # compute, links, pacing
 
 
 # A preset: flags shared by every run, a grid of (V, graph, alpha, algorithms[, seeds]) (seeds: the
