@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import models
+from analysis import experiments
 from core import algorithms, build_run, config
 from core.events import read_events
 from conftest import read_summary, run_main, simulate_run
@@ -26,6 +27,23 @@ def test_the_model_has_38k_parameters_and_batchnorm_buffers_outside_them():
     model = models.DigitsCNN()
     assert models.num_params(model) == 38_330 and len(batchnorm_layers(model)) == 2
     assert models.flatten_params(model).numel() == 38_330  # what a walk carries: no running statistics
+
+
+def test_the_bn_standin_preset_is_the_plans_grid():
+    preset = experiments.PRESETS["bn_standin"]
+    runs = experiments.expand(preset)
+    cells = {}
+    for run in runs:
+        cells.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    assert cells.keys() == {f"{kind}-V20-a{alpha:g}-{algo}" for kind in ("cycle", "complete") for alpha in (1, 0.1)
+                            for algo in ("mw1", "mw10", "gossip")}
+    assert all(seeds == set(range(5)) for seeds in cells.values()) and len(runs) == 60
+    for run in runs:  # paper_verdicts' simulated hardware and learning settings, the task and budget its own
+        changed = {k for k, v in experiments.PAPER_SIM_FLAGS.items() if run["flags"][k] != v}
+        assert changed == {"task", "max_iterations"} and run["flags"]["task"] == "digits_bn"
+        assert run["flags"]["eval_network_average"]
+    assert preset["targets"] == (0.80, 0.85, 0.90)
+    assert any("38,330 parameters" in line for line in experiments.bn_standin_notes(preset))
 
 
 def updates_per_node(out):
