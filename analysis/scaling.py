@@ -23,7 +23,6 @@ sys.path.insert(0, REPO)  # the project's modules, however the script is started
 
 import argparse
 import json
-import time
 
 import numpy as np
 from scipy import stats
@@ -177,21 +176,7 @@ def main(argv=None):
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
-    preset = dict(runner="simulate", timeout=900)
-    todo = [r for r in runs if not experiments.is_done(r, os.path.join(args.out, r["name"]))]
-    started, load_before, failed = time.time(), os.getloadavg()[0], []
-
-    def finished(run, code, seconds):
-        if code != 0:
-            failed.append(run["name"])
-            print(f"{run['name']}: FAILED ({code})\n{experiments.stderr_tail(os.path.join(args.out, run['name']))}",
-                  flush=True)
-
-    if todo:
-        experiments.warm_simulator()
-        experiments.launch_forked(todo, args.out, preset, min(args.jobs, len(todo)), finished)
-    wall = time.time() - started
+    todo, wall, load_before, failed = sensitivity.run_grid(runs, args.out, args.jobs)
     results = [sensitivity.measure(r, os.path.join(args.out, r["name"])) for r in runs if r["name"] not in failed]
     analysis = analyse(results, args)
     text = (f"# Claim 3: speed-up in R and in V\n\n`python analysis/scaling.py "
