@@ -144,7 +144,9 @@ def bn_standin_notes(preset):
     return [f"**Grid.** docs/analysis_plan.md's BatchNorm stand-in: V = 20 on the cycle and complete graphs of "
             f"`configs/paper/`, Dirichlet alpha 1 and 0.1, MW-1, MW-10 and gossip (authors-like rate), seeds "
             f"{preset['seeds'][0]}-{preset['seeds'][-1]}; gossip's network average is evaluated beside node 0's model. "
-            "Each run is reproduced exactly by its `python simulate.py` line in `python experiments.py list bn_standin`.",
+            "Each run is reproduced exactly by its `python simulate.py` line in `python experiments.py list bn_standin`. "
+            "What the stand-in shows, beside the MLP grid's verdicts: [README.md](README.md), written by hand "
+            "after the runs.",
             "",
             "**Task.** `digits_bn`: scikit-learn's digits (8x8 grey images, 1,438 train / 359 test) and a small CNN "
             "with BatchNorm (`models.DigitsCNN`: 3x3 convolutions of 16 and 32 channels, each with BatchNorm, a 64-unit "
