@@ -81,6 +81,7 @@ config = dict(
     mnli_style="authors",    # authors: text ends "<|endoftext|>", loss over padding too | masked: eos, padding masked
     bn_recalibrate=0,        # > 0: evaluate a copy whose BatchNorm statistics are recomputed on this many node batches
     eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
+    count_relays=False,      # MW: count a failed node's relay sends in transfers/bytes_sent (the authors' v2 does not; relay_bytes has them either way)
 )
 
 PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")

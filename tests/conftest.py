@@ -67,8 +67,10 @@ def counters_from_events(out_dir):
     """A run's counters as its event logs have them (every rank's), to hold summary.json against."""
     events = read_events(out_dir)
     count = lambda kind: sum(e["type"] == kind for e in events)  # noqa: E731
+    relay_sends = [e["bytes"] for e in events if e["type"] == "relay" and e["bytes"]]  # a relay's self-loop sends nothing
     return dict(iterations=count("update"), transfers=count("transfer"), self_loops=count("self_loop"),
-                exchanges=count("exchange"), bytes_sent=sum(e["bytes"] for e in events if e["type"] == "transfer"))
+                exchanges=count("exchange"), bytes_sent=sum(e["bytes"] for e in events if e["type"] == "transfer"),
+                relays=count("relay"), relay_transfers=len(relay_sends), relay_bytes=sum(relay_sends))
 
 
 def write_cifar_folder(folder, seed=0):
