@@ -13,7 +13,7 @@ import pytest
 import data
 from core.events import EventLog, read_events
 from tasks import cifar10_files
-from conftest import FAST, counters_from_events, read_summary, run_main, start_main, write_cifar_folder
+from conftest import FAST, counters_from_events, kill_job, read_summary, run_main, start_main, write_cifar_folder
 
 
 def wait_for_updates(job, out, rank=1, updates=3, timeout=120):
@@ -33,7 +33,7 @@ def ended_within(job, bound):
     try:
         stdout, stderr = job.communicate(timeout=bound)
     except subprocess.TimeoutExpired:
-        job.kill()
+        kill_job(job)
         pytest.fail(f"the job hung: still running {bound} s after the fault; {job.communicate()}")
     return time.time() - started, stdout, stderr
 
