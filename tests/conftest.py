@@ -50,12 +50,14 @@ def run_main(num_ranks, args, timeout=120, script="main.py", pythonpath=None):
                           timeout=timeout, env=env)
 
 
-def start_main(num_ranks, args, script="main.py", **env):
+def start_main(num_ranks, args, script="main.py", new_session=False, **env):
     """The same, started in the background: the caller waits for it (and kills it on a hang).
+    `new_session`: mpirun heads its own process group (a signal to the group, as a terminal's Ctrl-C);
     `env`: extra environment variables (a test-only fault hook, say)."""
     refuse_unless_marked_mpi()
     return subprocess.Popen(mpirun_command.command(num_ranks, script, args), cwd=REPO, text=True,
-                            env=dict(mpirun_command.environment(), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=dict(mpirun_command.environment(), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=new_session)
 
 
 def read_summary(out_dir):
