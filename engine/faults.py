@@ -30,8 +30,8 @@ import time
 
 from mpi4py import MPI
 
-from core import events
 from engine import supervisor
+from core import events
 from core.events import amend_summary, counter_totals, fault_cause, flush_all, stale_summary_note, stopped_record
 from engine.wire import TAG_COUNTERS, TAG_FAULT, TAG_FAULT_SEEN, TAG_SUMMARY_WRITTEN
 

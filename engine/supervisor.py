@@ -27,13 +27,13 @@ exited, with the rank and host) before it exits. It amends the summary.json on i
 only one that exists: with one host or a shared folder that is the run's; on a host without
 rank 0's folder the cause is on the terminal alone.
 
-A rank stopped by SIGINT or SIGTERM (faults.py) exits with 128 + the signal without MPI_Finalize
-(it fails on the sends the stop leaves pending) and so without closing its connection to MPICH's
-launcher (PMI): MPICH closes it in an exit handler of MPI_Finalize's process, and Hydra's proxy takes a
-connection dropped without that goodbye for a crash: it SIGKILLs the other ranks, and mpirun prints
-"BAD TERMINATION ... Killed (signal 9)" and exits 9. The supervisor holds the same connection (it was
-inherited before the fork), so it says the goodbye itself once its rank has stopped (release_launcher):
-the launcher then sees every rank end on purpose, and mpirun exits with 130 or 143 and no banner.
+A rank stopped by SIGINT or SIGTERM (faults.py) leaves with os._exit(128 + the signal), without
+MPI_Finalize (it fails on the sends the stop leaves pending). Since MPICH 4.1 a process says goodbye
+to the launcher's proxy (PMI "finalize") in an exit handler, which os._exit skips, and Hydra's proxy
+takes a connection dropped without that goodbye for a crash: it SIGKILLs the other ranks, and mpirun
+prints "BAD TERMINATION ... Killed (signal 9)" and exits 9. The supervisor holds the same connection
+(inherited before the fork), so it says the goodbye itself once its rank has stopped
+(release_launcher): the launcher sees every rank end on purpose, and mpirun exits with 130 or 143.
 
 A supervisor whose own parent (the launcher's proxy on this host) dies ends its rank:
 orphaned, the rank would train on with its output lost, and the launcher would fail only
