@@ -194,6 +194,26 @@ def draw(rows, path):
     plt.close(fig)
 
 
+def run_grid(runs, out_dir, jobs):
+    """The timing-only runs not yet done, `jobs` at a time (experiments.launch_forked); a failed run's stderr is
+    printed and the others go on. Returns (runs run now, wall seconds, 1-minute load before, failed names)."""
+    os.makedirs(out_dir, exist_ok=True)
+    preset = dict(runner="simulate", timeout=900)
+    todo = [r for r in runs if not experiments.is_done(r, os.path.join(out_dir, r["name"]))]
+    started, load_before, failed = time.time(), os.getloadavg()[0], []
+
+    def finished(run, code, seconds):
+        if code != 0:
+            failed.append(run["name"])
+            print(f"{run['name']}: FAILED ({code})\n{experiments.stderr_tail(os.path.join(out_dir, run['name']))}",
+                  flush=True)
+
+    if todo:
+        experiments.warm_simulator()
+        experiments.launch_forked(todo, out_dir, preset, min(jobs, len(todo)), finished)
+    return todo, time.time() - started, load_before, failed
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--compute", type=float, nargs="+", default=[0.005, 0.025, 0.1], help="mean s per update")
@@ -223,21 +243,7 @@ def main(argv=None):
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
-    preset = dict(runner="simulate", timeout=900)
-    todo = [r for r in runs if not experiments.is_done(r, os.path.join(args.out, r["name"]))]
-    started, load_before, failed = time.time(), os.getloadavg()[0], []
-
-    def finished(run, code, seconds):
-        if code != 0:
-            failed.append(run["name"])
-            print(f"{run['name']}: FAILED ({code})\n{experiments.stderr_tail(os.path.join(args.out, run['name']))}",
-                  flush=True)
-
-    if todo:
-        experiments.warm_simulator()
-        experiments.launch_forked(todo, args.out, preset, min(args.jobs, len(todo)), finished)
-    wall = time.time() - started
+    todo, wall, load_before, failed = run_grid(runs, args.out, args.jobs)
     results = [measure(r, os.path.join(args.out, r["name"])) for r in runs if r["name"] not in failed]
     rows = cell_rows(results, args)
     text = (f"# Sensitivity of claims 3 and 4 to the assumed constants\n\n`python analysis/sensitivity.py "

@@ -423,7 +423,7 @@ SetEnv HOME={home}
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-            raise
+            raise subprocess.TimeoutExpired(proc.args, timeout, output=out, stderr=err) from None  # all it printed
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def mpirun(self, ranks, script, args=(), **kwargs):

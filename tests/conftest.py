@@ -7,6 +7,7 @@ and start_main refuse to start mpirun from a test without it), `slow` on any oth
 `long` on the long multi-rank scenarios that the default run leaves out."""
 import json
 import os
+import signal
 import subprocess
 
 import numpy as np
@@ -42,22 +43,47 @@ def refuse_unless_marked_mpi():
 def run_main(num_ranks, args, timeout=120, script="main.py", pythonpath=None):
     """`mpirun -n K python main.py ARGS`, to the end; a hang fails the test instead of blocking it.
     `pythonpath`: a folder searched before the installed packages."""
-    refuse_unless_marked_mpi()
-    env = mpirun_command.environment()
+    env = {}
     if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), env.get("PYTHONPATH", "")])
-    return subprocess.run(mpirun_command.command(num_ranks, script, args), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), mpirun_command.environment().get("PYTHONPATH", "")])
+    job = start_main(num_ranks, args, script, **env)
+    try:
+        stdout, stderr = job.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_job(job)
+        raise
+    return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
-def start_main(num_ranks, args, script="main.py", new_session=False, **env):
+def start_main(num_ranks, args, script="main.py", **env):
     """The same, started in the background: the caller waits for it (and kills it on a hang).
-    `new_session`: mpirun heads its own process group (a signal to the group, as a terminal's Ctrl-C);
-    `env`: extra environment variables (a test-only fault hook, say)."""
+    `env`: extra environment variables (a test-only fault hook, say). The job has its own process
+    group (a terminal's Ctrl-C is `os.killpg(job.pid, SIGINT)`), which the test's teardown kills,
+    so that a job a test gave up on cannot go on taking the cores of the tests after it."""
     refuse_unless_marked_mpi()
-    return subprocess.Popen(mpirun_command.command(num_ranks, script, args), cwd=REPO, text=True,
-                            env=dict(mpirun_command.environment(), **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=new_session)
+    job = subprocess.Popen(mpirun_command.command(num_ranks, script, args), cwd=REPO, text=True,
+                           env=dict(mpirun_command.environment(), **env), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, start_new_session=True)
+    STARTED_JOBS.append(job)
+    return job
+
+
+def kill_job(job):
+    """SIGKILL to every process left in the job's group: mpirun, its proxies and ranks."""
+    try:
+        os.killpg(job.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+STARTED_JOBS = []
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test():
+    yield
+    while STARTED_JOBS:
+        kill_job(STARTED_JOBS.pop())
 
 
 def read_summary(out_dir):

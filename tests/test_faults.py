@@ -13,7 +13,7 @@ import pytest
 import data
 from core.events import EventLog, read_events
 from tasks import cifar10_files
-from conftest import FAST, counters_from_events, read_summary, run_main, start_main, write_cifar_folder
+from conftest import FAST, counters_from_events, kill_job, read_summary, run_main, start_main, write_cifar_folder
 
 
 def wait_for_updates(job, out, rank=1, updates=3, timeout=120):
@@ -33,7 +33,7 @@ def ended_within(job, bound):
     try:
         stdout, stderr = job.communicate(timeout=bound)
     except subprocess.TimeoutExpired:
-        job.kill()
+        kill_job(job)
         pytest.fail(f"the job hung: still running {bound} s after the fault; {job.communicate()}")
     return time.time() - started, stdout, stderr
 
@@ -50,9 +50,12 @@ def error_lines(stderr):
 @pytest.mark.parametrize("stop,to", [(signal.SIGINT, "mpirun"), (signal.SIGTERM, "mpirun"), (signal.SIGINT, "group")],
                          ids=["SIGINT", "SIGTERM", "SIGINT-group"])
 def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop, to):
-    job = start_main(4, ["--train-time", 300, "--out", tmp_path, *FAST], new_session=True)
+    job = start_main(4, ["--train-time", 300, "--out", tmp_path, *FAST])
     wait_for_updates(job, tmp_path)
-    os.killpg(job.pid, stop) if to == "group" else job.send_signal(stop)
+    if to == "group":
+        os.killpg(job.pid, stop)  # start_main gives the job its own process group
+    else:
+        job.send_signal(stop)
     took, stdout, stderr = ended_within(job, 60)
     print(f"{stop.name} to {to}: job ended {took:.2f} s after the signal, exit {job.returncode}")
     # the launcher saw every rank end on purpose: the signal's exit code, no crash banner (supervisor.release_launcher)

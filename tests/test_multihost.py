@@ -90,8 +90,12 @@ def no_process_left(rig, bound):
 @pytest.mark.parametrize("algorithm", ["mw", "gossip"])
 def test_every_rank_on_its_own_host_and_the_models_cross_the_links(cluster, tmp_path, algorithm):
     before = cluster.link_bytes()
-    done = cluster.mpirun(3, "main.py", ["--algorithm", algorithm, "--walks", "2", "--train-time", "3",
-                                         "--out", tmp_path, *QUICK], timeout=240)
+    # a stalled rank is named after 30 s instead of the default 120 (a 3-second run; one CI run hung here once)
+    args = ["--algorithm", algorithm, "--walks", "2", "--train-time", "3", "--stall-timeout", "30", "--out", tmp_path, *QUICK]
+    try:
+        done = cluster.mpirun(3, "main.py", args, timeout=180)
+    except subprocess.TimeoutExpired as hung:
+        pytest.fail(f"the job hung; the end of its stdout:\n{(hung.output or '')[-3000:]}\nstderr:\n{(hung.stderr or '')[-3000:]}")
     assert done.returncode == 0, done.stderr
     crossed = cluster.crossed(tmp_path, before, cluster.link_bytes())
     print(f"{algorithm}: bytes each host's ranks sent / its link carried: {crossed}")
