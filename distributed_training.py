@@ -185,6 +185,9 @@ def run_walks(rank):
             walk.carrier.header[:] = (walk.walk_id, walk.visits, walk.hops)
             sending.append((comm.Isend(walk.carrier.mpi, step.dest, TAG_WALK), walk.carrier))
             rank.waker.poke(step.dest, COMPUTE)  # its compute thread takes walks in when idle
+        # the walk has left: the next one here will poke (or the communication thread rings), so idle
+        # waits start long, not with a dozen short polls that take the cores from the ranks computing
+        backoff.quiet()
     ended = rank.clock()
     while sending:  # every walk has retired, so these have been received
         complete_sends(sending, pool)

@@ -3,7 +3,8 @@ Topologies for Multi-Walk (MW) and asynchronous gossip (SEMANTICS.md sections 1-
 
 - build_graph / load_graph_json: cycle, complete, Erdos-Renyi or a JSON edge list
   {"num_nodes": V, "edges": [[u, v], ...]}; nodes are 0..V-1, always connected.
-- transition_matrix / mh_next_node: the Metropolis-Hastings walk the MW walks take.
+- transition_matrix / mh_next_node: the Metropolis-Hastings walk the MW walks take; HopRng: a
+  hop's draws, those of np.random.default_rng([seed, walk, hop]), made cheaply.
 - gossip_graph: the active/passive bipartite subgraph gossip runs on.
 - graph_stats: diameter, degrees, spectral gap and exact moments of the return
   time to node 0, the numbers the paper reports per graph.
@@ -135,6 +136,90 @@ def transition_matrix(G, laziness=0.0):
     diagonal = np.arange(V)
     return scipy.sparse.csr_array((np.concatenate([moves, stay]), (np.concatenate([rows, diagonal]),
                                                                   np.concatenate([cols, diagonal]))), shape=(V, V))
+
+class HopRng:
+    """The numbers np.random.default_rng([seed, walk, hop]) draws for one hop (`integers(n)`,
+    `random()`), computed in plain Python: numpy's SeedSequence (mix_entropy, generate_state),
+    PCG64's seeding and its XSL-RR output, and Generator's Lemire draw, step by step. The same
+    numbers (tests/test_graphs.py compares them with numpy's), without building the three numpy
+    objects a hop would otherwise make: about half of default_rng's cost (docs/performance.md)."""
+    __slots__ = ("state", "inc", "half")
+    M32, M64, M128 = (1 << 32) - 1, (1 << 64) - 1, (1 << 128) - 1
+    PCG64_MULT = 0x2360ed051fc65da44385df649fccf645
+    schedules = {}  # number of entropy words -> SeedSequence's mixing steps, with their hash constants
+
+    @classmethod
+    def schedule(cls, words):
+        """SeedSequence's steps for `words` words of entropy (pool size 4): (the words' initial hashes'
+        constants, the mixing steps (src, src is an entropy word, dst, constants), generate_state's constants).
+        A hash constant's sequence does not depend on the data, so each step's pair is fixed."""
+        if words not in cls.schedules:
+            def constants(h, multiplier):
+                while True:
+                    yield h, h * multiplier & cls.M32
+                    h = h * multiplier & cls.M32
+            mixing = constants(0x43b0d7e5, 0x931e8875)
+            initial = [next(mixing) for _ in range(4)]
+            steps = [(src, False, dst, *next(mixing)) for src in range(4) for dst in range(4) if src != dst]
+            steps += [(src, True, dst, *next(mixing)) for src in range(4, words) for dst in range(4)]
+            state = constants(0x8b51f9dd, 0x58f38ded)
+            cls.schedules[words] = initial, steps, [next(state) for _ in range(8)]
+        return cls.schedules[words]
+
+    def __init__(self, seed, walk, hop):
+        M32 = self.M32
+        entropy = []  # numpy's uint32 words of each value, lowest first; 0 is one word
+        for value in (seed, walk, hop):
+            entropy.append(value & M32)
+            while value > M32:
+                value >>= 32
+                entropy.append(value & M32)
+        initial, steps, state = self.schedule(len(entropy))
+        pool = []
+        for value, (x, y) in zip(entropy + [0] * (4 - len(entropy)), initial):
+            value = (value ^ x) * y & M32
+            pool.append(value ^ (value >> 16))
+        for src, from_entropy, dst, x, y in steps:
+            value = ((entropy[src] if from_entropy else pool[src]) ^ x) * y & M32
+            mixed = (0xca01f9dd * pool[dst] - 0x4973f715 * (value ^ (value >> 16))) & M32
+            pool[dst] = mixed ^ (mixed >> 16)
+        words = []
+        for i, (x, y) in enumerate(state):
+            value = (pool[i & 3] ^ x) * y & M32
+            words.append(value ^ (value >> 16))
+        initstate = (words[1] << 96) | (words[0] << 64) | (words[3] << 32) | words[2]
+        self.inc = ((words[5] << 97) | (words[4] << 65) | (words[7] << 33) | (words[6] << 1) | 1) & self.M128
+        self.state = ((self.inc + initstate) * self.PCG64_MULT + self.inc) & self.M128  # pcg64_set_seed
+        self.half = None  # the upper 32 bits of the last 64-bit output, which PCG64's next_uint32 keeps
+
+    def next64(self):
+        self.state = (self.state * self.PCG64_MULT + self.inc) & self.M128
+        high, low = self.state >> 64, self.state & self.M64
+        x, rotation = high ^ low, high >> 58
+        return ((x >> rotation) | (x << (-rotation & 63))) & self.M64
+
+    def next32(self):
+        if self.half is not None:
+            half, self.half = self.half, None
+            return half
+        value = self.next64()
+        self.half = value >> 32
+        return value & self.M32
+
+    def random(self):
+        return (self.next64() >> 11) * (1.0 / 9007199254740992.0)
+
+    def integers(self, n):
+        """Generator.integers(n) for 1 <= n < 2**32: Lemire's method, drawing nothing for n = 1."""
+        if n == 1:
+            return 0
+        product = self.next32() * n
+        if product & self.M32 < n:
+            threshold = (self.M32 + 1 - n) % n
+            while product & self.M32 < threshold:
+                product = self.next32() * n
+        return product >> 32
+
 
 def mh_next_node(G_or_neighbors, current, rng, laziness=0.0):
     """

@@ -197,8 +197,7 @@ class MultiWalkNode:
                     self.final_walks[walk.walk_id] = walk.params.clone()  # the driver reuses the carrier
                 return Retire(walk)
             if self.node_id < self.role_at(now):  # failed: forward along the route, no update (SEMANTICS.md §6)
-                self.log.relay(walk=walk.walk_id, hop=walk.hops)
-                hop = self.hop(walk)
+                hop = self.hop(walk, relay=True)
                 if hop is not None:
                     return hop
                 continue
@@ -222,15 +221,22 @@ class MultiWalkNode:
             self.aggregator = algorithms.Aggregator(walk.params, self.num_walks, joined=())
         algorithms.aggregate(self.aggregator, walk.walk_id, walk.params)
 
-    def hop(self, walk):
+    def hop(self, walk, relay=False):
+        """The walk's next hop: Send(walk, dest), or None if it stays (queued again). A relay's send
+        (relay: this node has failed) is logged as a relay, and counted as a transfer only with
+        --count-relays: the authors' v2 logs no communication event for it (FIDELITY.md, counting)."""
         nxt = algorithms.next_node(self.graph, self.node_id, self.cfg["seed"], walk.walk_id, walk.hops,
                                    self.cfg["laziness"])
+        stays = nxt == self.node_id
+        if relay:
+            self.log.relay(nxt, 0 if stays else self.model_bytes, walk=walk.walk_id, hop=walk.hops)
         walk.hops += 1
-        if nxt == self.node_id:
+        if stays:
             self.log.self_loop(walk=walk.walk_id)
             self.arrive(walk)
             return None
-        self.log.transfer(nxt, self.model_bytes, walk=walk.walk_id)
+        if not relay or self.cfg["count_relays"]:
+            self.log.transfer(nxt, self.model_bytes, walk=walk.walk_id)
         return Send(walk, nxt)
 
     def walk_retired(self):

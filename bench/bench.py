@@ -19,6 +19,9 @@ How close the MPI engine gets to the ideal: its overhead, measured end to end.
 - hop overhead: MW-1 on 2 ranks with t = 0 and a ResNet-20-sized buffer, so every visit is a hop:
   seconds per hop / one-way time of a raw mpi4py Send/Recv ping-pong of the same message; hop
   runs and ping-pongs alternate (--hop-pairs, default 5) and the ratio is the pairs' median.
+  "hop gap": the same hops less the update (at t = 0 the add over the model) and node 0's merge,
+  which are the algorithm's work: from an update's line to the next update's start (the median per
+  run), the engine's own part of a hop (route, log, send, wake-up, receive), over the ping-pong.
 - gossip rows: the configured pacing, and the ideal one (exchanges back to back, immediate
   coupling: updates never wait for an exchange), each with its exchanges per second.
 - real-compute efficiency: the same engine with real local updates (the digits MLP; ResNet-20 on
@@ -100,17 +103,24 @@ def warm_from(events, trim, train_time):
     return warm if trim < warm <= train_time / 2 else trim
 
 
-def time_split(events, key, args, low=None):
-    """Where a walk's (MW) or a node's (gossip) time goes: mean length of an update (the sleep plus the
-    OS's lateness waking from it) and mean time from one update's end to its next one's start, in
-    [low, train_time - trim] (low: trim)."""
-    low, high = args.trim if low is None else low, args.train_time - args.trim
+def update_times(events, key, low, high):
+    """Per walk (MW, key "walk") or node (gossip, key "rank"), from the update lines in [low, high):
+    the updates' durations, and the gaps from one update's line (written after the merge, at node 0)
+    to the start of the next (its line's time minus its duration): the engine's part of a visit."""
     ends = {}
     for e in events:
         if e["type"] == "update" and low <= e["t"] < high:
             ends.setdefault(e[key], []).append((e["t"], e["duration"]))
     durations = [d for series in ends.values() for _, d in series]
     gaps = [t - d - previous for series in ends.values() for (previous, _), (t, d) in zip(series, series[1:])]
+    return durations, gaps
+
+
+def time_split(events, key, args, low=None):
+    """Where a walk's (MW) or a node's (gossip) time goes: mean length of an update (the sleep plus the
+    OS's lateness waking from it) and mean time from one update's end to its next one's start, in
+    [low, train_time - trim] (low: trim)."""
+    durations, gaps = update_times(events, key, args.trim if low is None else low, args.train_time - args.trim)
     return (f"update {1e3 * sum(durations) / len(durations):.1f} ms, "
             f"then {1e3 * sum(gaps) / max(1, len(gaps)):.1f} ms to the next")
 
@@ -450,16 +460,24 @@ def main():
     pairs = []
     for _ in range(args.hop_pairs):
         out = run_engine(args, "hop", 2, ["--algorithm", "mw", "--walks", "1"], args.hop_time, 0.0)
-        hop = 1 / steady_rate(read_events(out), "transfer", args.hop_time, args.trim)
+        events = read_events(out)
+        hop = 1 / steady_rate(events, "transfer", args.hop_time, args.trim)
+        gap = statistics.median(update_times(events, "walk", args.trim, args.hop_time - args.trim)[1])
         one_way = float(mpirun(2, "bench/bench.py", ["--pingpong", "--params", str(args.params), "--hop-time",
                                                      str(args.hop_time)], args.hop_time).split()[-1])
-        pairs.append((hop / one_way, hop, one_way, os.getloadavg()[0]))
+        pairs.append((hop / one_way, hop, one_way, os.getloadavg()[0], gap / one_way, gap))
     counted.append(("MW", out))
-    ratio, hop, one_way, load = statistics.median_low(pairs)
+    ratio, hop, one_way, load, _, _ = statistics.median_low(pairs)
     rows.append(("hop overhead", f"{hop * 1e3:.3f} ms/hop", f"{one_way * 1e3:.3f} ms ping-pong", f"{ratio:.3f}",
                  f"MW-1 on 2 ranks, t = 0, {4 * args.params:,} B; median of {len(pairs)} alternating pairs "
                  f"(ratios {', '.join(f'{p[0]:.2f}' for p in pairs)}; load {load:.1f} at the median's)"))
     result["hop_overhead"] = result["hop_over_pingpong"] = round(ratio, 4)  # the second: #15's name
+    # the same hops less the update (t = 0: the add over the model) and node 0's merge: the engine's own part
+    gap_ratio, gap, gap_one_way = statistics.median_low((p[4], p[5], p[2]) for p in pairs)
+    rows.append(("hop gap", f"{gap * 1e3:.3f} ms/hop", f"{gap_one_way * 1e3:.3f} ms ping-pong", f"{gap_ratio:.3f}",
+                 f"update end (after node 0's merge) -> next update start, median per run; median of the pairs "
+                 f"(ratios {', '.join(f'{p[4]:.2f}' for p in pairs)})"))
+    result["hop_gap_over_pingpong"] = round(gap_ratio, 4)
     one_way = statistics.median(p[2] for p in pairs)
 
     update = update_alone(args)

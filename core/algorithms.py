@@ -180,7 +180,7 @@ def aggregate(agg, walk_id, walk_model):
 
 def next_node(graph, node, seed, walk_id, hop, laziness=0.0):
     """Hop `hop` of walk `walk_id` leaving `node`: a pure function of (seed, walk, hop), never of timing."""
-    return graphs.mh_next_node(graph, node, np.random.default_rng([seed, walk_id, hop]), laziness=laziness)
+    return graphs.mh_next_node(graph, node, graphs.HopRng(seed, walk_id, hop), laziness=laziness)  # default_rng's draws
 
 
 def walk_route(graph, walk_id, num_visits, seed, laziness=0.0):

@@ -78,9 +78,12 @@ config = dict(
     warmup_start="zero",     # zero: LR warm-up from 0, lr * min(t / W, 1), as the authors | tenth: from lr/10
     weight_decay_scope="authors",  # authors: no decay of in-block BatchNorm weights/biases | all: decay everything
     paper_version="v2",      # v1 | v2: the authors' gossip split of the paper's ER graph (v2 adds the pair 2-11)
-    mnli_style="authors",    # authors: text ends "<|endoftext|>", loss over padding too | masked: eos, padding masked
+    mnli_style="authors",    # authors: text ends "<|endoftext|>", loss over padding too, a new [PAD] token | masked: eos, padding masked
+    mnli_eval="authors",     # authors: MNLI evaluated in batches of 64, the last partial batch dropped | all: batches of 32, every example
     bn_recalibrate=0,        # > 0: evaluate a copy whose BatchNorm statistics are recomputed on this many node batches
     eval_train_samples=0,    # training examples evaluated: a fixed seeded half of the train set, cut to this if > 0
+    eval_train_augment=True,  # the evaluated training examples get the training augmentation (cifar10), as the authors' | false: clean images
+    count_relays=False,      # MW: count a failed node's relay sends in transfers/bytes_sent (the authors' v2 does not; relay_bytes has them either way)
 )
 
 PARTITIONS = ("dirichlet", "dirichlet_plain", "iid")
@@ -288,6 +291,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "weight_decay_scope", ("authors", "all"))
     _one_of(cfg, "paper_version", ("v1", "v2"))
     _one_of(cfg, "mnli_style", ("authors", "masked"))
+    _one_of(cfg, "mnli_eval", ("authors", "all"))
     _one_of(cfg, "device", DEVICES)
     _one_of(cfg, "compute_time_dist", COMPUTE_TIME_DISTS)
     _one_of(cfg, "transfer_dtype", TRANSFER_DTYPES)

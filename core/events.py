@@ -15,7 +15,10 @@ import time
 import weakref
 from collections import OrderedDict
 
-COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays")
+# relay_transfers/relay_bytes: the models failed MW nodes forwarded, counted whether or not --count-relays
+# also counts them in transfers/bytes_sent (the authors' v2 does not count them as communication)
+COUNTERS = ("iterations", "transfers", "bytes_sent", "compute_time", "self_loops", "exchanges", "relays",
+            "relay_transfers", "relay_bytes")
 
 
 class OpenFiles:
@@ -165,11 +168,16 @@ class EventLog:
             self.counters["self_loops"] += 1
         self.write("self_loop", **fields)
 
-    def relay(self, **fields):
-        """An MW walk passing through a failed node: forwarded with no local update (SEMANTICS.md §6)."""
+    def relay(self, to, nbytes, **fields):
+        """An MW walk passing through a failed node: forwarded to rank `to` with no local update
+        (SEMANTICS.md §6); nbytes 0 when its hop stays (a self-loop sends nothing). Whether the send
+        is also a counted transfer is the protocol's to decide (--count-relays)."""
         with self.lock:
             self.counters["relays"] += 1
-        self.write("relay", **fields)
+            if nbytes:
+                self.counters["relay_transfers"] += 1
+                self.counters["relay_bytes"] += nbytes
+        self.write("relay", to=to, bytes=nbytes, **fields)
 
     def exchange(self, partner, **fields):
         """One gossip exchange initiated by this (active) node: two transfers."""

@@ -28,6 +28,7 @@ class Evaluator:
         """progress: this rank's Progress (rank 0 reads the network's totals from it)."""
         self.cfg, self.run, self.node, self.log, self.progress, self.clock = cfg, run, node, log, progress, clock
         self.diverged = None  # rank 0: summary.json's `diverged` once the guard has seen it
+        self.guarding = threading.Lock()  # two threads may record at once (eval, communication): one warning
         self.evaluate = algorithms.make_evaluate(cfg, run, node)
         self.next_time = 0.0
         # its own model copy: the periodic evaluation runs beside training, never in the node's model
@@ -103,7 +104,8 @@ class Evaluator:
         iterations, transfers, nbytes = (int(v) for v in totals)
         record_eval(self.log, metrics, iterations, nbytes, model, node, t=t)
         print(progress_line(t, iterations, nbytes, metrics, model, node), flush=True)
-        self.diverged = algorithms.guard_divergence(self.cfg, self.run, metrics, t, self.diverged)
+        with self.guarding:
+            self.diverged = algorithms.guard_divergence(self.cfg, self.run, metrics, t, self.diverged)
         # a job killed from here on still leaves a readable summary, marked incomplete
         write_summary(self.cfg["out"], self.cfg, self.progress.size, wall_time_s=self.clock(), iterations=iterations,
                       transfers=transfers, bytes_sent=nbytes, complete=False, diverged=self.diverged,

@@ -31,13 +31,14 @@ import time
 from mpi4py import MPI
 
 from engine import supervisor
+from core import events
 from core.events import amend_summary, counter_totals, fault_cause, flush_all, stale_summary_note, stopped_record
 from engine.wire import TAG_COUNTERS, TAG_FAULT, TAG_FAULT_SEEN, TAG_SUMMARY_WRITTEN
 
 REPORT_TIMEOUT = 2.0   # seconds a failing rank waits for rank 0 to take its report
 PEER_DEATH_GRACE = 3.0  # an MPI error is mostly a peer that died: its supervisor names it, the launcher ends us first
 GATHER_TIMEOUT = 3.0   # seconds rank 0 waits for the counters of interrupted ranks
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RETRY_SIGNAL = 0.005   # seconds after which a stop that came while an event was being logged is taken
 
 _fault_reported = threading.Lock()  # the first fault of this rank reports; a second one waits for the end
 _headline_printed = threading.Lock()  # rank 0: the job's one error line is out
@@ -162,8 +163,21 @@ def completes(requests, timeout):
     return True
 
 
+def logging_in(frame):
+    """Whether the compute thread is inside the event log (core/events.py), where an event's count and its
+    line go together: interrupted between the two, summary.json would count a line that is not there."""
+    while frame is not None:
+        if frame.f_code.co_filename == events.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def raise_interrupted(signum, frame):
-    for sig in STOP_SIGNALS:  # one stop at a time; a second Ctrl-C is the launcher's to act on
+    if logging_in(frame):  # the same signal again in a moment, when the event is whole
+        threading.Timer(RETRY_SIGNAL, signal.pthread_kill, [threading.main_thread().ident, signum]).start()
+        return
+    for sig in supervisor.STOP_SIGNALS:  # one stop at a time; a second Ctrl-C is the launcher's to act on
         signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
@@ -171,7 +185,7 @@ def raise_interrupted(signum, frame):
 def stop_on_signals(active=True):
     """While training (active), SIGINT and SIGTERM raise Interrupted in the compute thread;
     before and after, there is nothing to save and the rank exits at once."""
-    for sig in STOP_SIGNALS:
+    for sig in supervisor.STOP_SIGNALS:
         signal.signal(sig, raise_interrupted if active else supervisor.exit_quietly_on_signal)
     signal.signal(supervisor.LAUNCHER_LOST, raise_launcher_lost if active else supervisor.exit_quietly_on_signal)
 
@@ -206,5 +220,6 @@ def stop_on_interrupt(comm, cfg, log, clock, interrupted):
     print(f"interrupted: {interrupted.name} stopped the run at {clock():.1f}s{unheard}; {written}",
           file=sys.stderr, flush=True)
     completes([comm.isend(None, r, TAG_SUMMARY_WRITTEN) for r in counters if r], REPORT_TIMEOUT)
-    # not through MPI_Finalize: it fails on the sends left pending by the stop
+    # not through MPI_Finalize: it fails on the sends left pending by the stop; the supervisor
+    # closes the rank's connection to the launcher instead (supervisor.release_launcher)
     os._exit(code)

@@ -27,6 +27,14 @@ exited, with the rank and host) before it exits. It amends the summary.json on i
 only one that exists: with one host or a shared folder that is the run's; on a host without
 rank 0's folder the cause is on the terminal alone.
 
+A rank stopped by SIGINT or SIGTERM (faults.py) leaves with os._exit(128 + the signal), without
+MPI_Finalize (it fails on the sends the stop leaves pending). Since MPICH 4.1 a process says goodbye
+to the launcher's proxy (PMI "finalize") in an exit handler, which os._exit skips, and Hydra's proxy
+takes a connection dropped without that goodbye for a crash: it SIGKILLs the other ranks, and mpirun
+prints "BAD TERMINATION ... Killed (signal 9)" and exits 9. The supervisor holds the same connection
+(inherited before the fork), so it says the goodbye itself once its rank has stopped
+(release_launcher): the launcher sees every rank end on purpose, and mpirun exits with 130 or 143.
+
 A supervisor whose own parent (the launcher's proxy on this host) dies ends its rank:
 orphaned, the rank would train on with its output lost, and the launcher would fail only
 at the end. It sends the rank LAUNCHER_LOST, on which a training rank reports the fault to
@@ -52,6 +60,8 @@ PR_SET_PDEATHSIG = 1
 WATCH_PERIOD = 0.2  # seconds between the supervisor's looks at its rank
 LAUNCHER_LOST = signal.SIGRTMIN + 1  # supervisor to rank: the launcher's proxy died; no one sends it otherwise
 REPORT_GRACE = 3.0  # seconds the rank gets to report a lost launcher before it is killed
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # an operator's stop: the rank saves what it has and exits 128 + it
+PMI_TIMEOUT = 2.0  # seconds the launcher's proxy gets to acknowledge a stopped rank's goodbye
 
 
 class Heartbeat:
@@ -143,6 +153,27 @@ def record_stop(cause, rank, detail):
         print(f"error: {stale_summary_note(e)}", file=sys.stderr, flush=True)
 
 
+def release_launcher():
+    """The supervisor, after its rank stopped on an operator's signal: the PMI-1 goodbye ("cmd=finalize")
+    on the connection Hydra gave the rank (PMI_FD), which MPI_Finalize's exit handler would have sent.
+    A launcher without PMI_FD (Open MPI, Hydra with -pmi-port) is left to act as it does."""
+    fd = os.environ.get("PMI_FD")
+    if fd is None:
+        return
+    try:
+        with socket.socket(fileno=int(fd)) as pmi:
+            pmi.settimeout(PMI_TIMEOUT)
+            pmi.sendall(b"cmd=finalize\n")
+            reply = b""
+            while not reply.endswith(b"\n"):  # "cmd=finalize_ack rc=0"
+                received = pmi.recv(256)
+                if not received:
+                    break
+                reply += received
+    except (OSError, ValueError):  # no such connection, or the proxy is gone: it is the launcher's to report
+        pass
+
+
 def supervise_rank():
     """Fork. The child returns at once and runs the rank; this process never returns: it
     watches the child and exits with its status. Does nothing outside an MPI launcher."""
@@ -159,7 +190,7 @@ def supervise_rank():
         die_with_parent()
         if os.getppid() != parent:  # the supervisor died before prctl took effect
             os._exit(1)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, exit_quietly_on_signal)
         return
     forwarded = set()
@@ -211,4 +242,6 @@ def supervise_rank():
     if code not in QUIET_EXIT_CODES and code - 128 not in forwarded:
         print(f"error: {where} exited with code {code}; ending the job", file=sys.stderr, flush=True)
         record_stop("exited", rank, f"exit code {code}")
+    if code - 128 in STOP_SIGNALS:
+        release_launcher()
     os._exit(code)

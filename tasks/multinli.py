@@ -14,6 +14,10 @@ truncated to max_length (128) tokens and right-padded:
   words by its summed log-likelihood and take the argmax.
 - non-iid split: over genres (partition_labels are genre ids).
 - test split: validation_matched.
+- evaluation (EVAL_BATCHES): the authors' batches of 64 with the last partial batch dropped
+  (their DataLoader's drop_last), or batches of 32 over every example ("all").
+- padding: style "authors" adds a new "[PAD]" token as their tokenizer does (it takes the first
+  unused id; OPT's embedding has spare rows), style "masked" pads with the tokenizer's own.
 
 MultiNLI is read from data_dir in either standard form:
   - the HF dataset saved with save_to_disk: a DatasetDict with train and
@@ -47,6 +51,9 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 STYLES = ("authors", "masked")  # text end and loss: the authors' (literal end, padding scored) | eos, padding masked
 AUTHORS_END_TEXT = "<|endoftext|>"  # the authors' texts end with this string, whatever the tokenizer's eos
 TOKENIZE_CHUNK = 4096  # texts per tokenizer call: bounds the Python lists of 393k tokenized rows
+AUTHORS_PAD = "[PAD]"  # the pad token the authors' tokenizer adds (add_special_tokens), a new id
+# --mnli-eval: (batch size, drop the last partial batch); the authors' padded-mean loss depends on the batches
+EVAL_BATCHES = dict(authors=(64, True), all=(32, False))
 
 
 @dataclass
@@ -150,7 +157,8 @@ def check_model_dir(model_dir):
                         f"(or pytorch_model.bin), as save_pretrained writes them")
 
 
-def load_tokenizer(model_dir):
+def load_tokenizer(model_dir, new_pad=False):
+    """The checkpoint's tokenizer; new_pad: pads with a new AUTHORS_PAD token, as the authors' does."""
     from transformers import AutoConfig, AutoTokenizer
     check_model_dir(model_dir)
     try:
@@ -161,8 +169,12 @@ def load_tokenizer(model_dir):
                         .replace("\n", " ")) from None
     if tokenizer.eos_token is None:
         raise DataError(f"the tokenizer in {model_dir} has no eos (end-of-text) token")
+    if new_pad:
+        tokenizer.add_special_tokens({"pad_token": AUTHORS_PAD})
     if len(tokenizer) > vocab_size:
-        raise DataError(f"the tokenizer in {model_dir} has {len(tokenizer)} tokens but the model only {vocab_size}")
+        with_pad = f" with the authors' new {AUTHORS_PAD} (--mnli-style masked pads with its own)" if new_pad else ""
+        raise DataError(f"the tokenizer in {model_dir} has {len(tokenizer)} tokens{with_pad} but the model only "
+                        f"{vocab_size}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # OPT has <pad>; a tokenizer without one pads with eos
     return tokenizer
@@ -210,11 +222,11 @@ def label_choices(tokenizer, premises, hypotheses, max_length):
 def load_mnli(data_dir, model_dir, max_length=128, style="masked"):
     """MultiNLI tokenized for the OPT checkpoint in model_dir, as MnliData. Each text ends with the
     literal string AUTHORS_END_TEXT (style "authors", as their code writes it) or with the
-    tokenizer's eos token (style "masked")."""
+    tokenizer's eos token (style "masked"); style "authors" pads with a new AUTHORS_PAD token."""
     if style not in STYLES:
         raise DataError(f"mnli style {style!r} is not one of {', '.join(STYLES)}")
     train, test = read_mnli(data_dir)
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir, new_pad=style == "authors")
     end = AUTHORS_END_TEXT if style == "authors" else tokenizer.eos_token
     train_x, train_y = tokenize(tokenizer, [example_text(*row[:3], end) for row in zip(*train)], max_length)
     test_x, test_y = tokenize(tokenizer, [example_text(*row[:3], end) for row in zip(*test)], max_length)
@@ -284,31 +296,36 @@ def batch_lm_loss(model, input_ids, labels, include_padding):
     return total.sum().item(), count
 
 
+def eval_batches(num_examples, batch_size, drop_last):
+    """The slices an evaluation goes through, in order; drop_last leaves out a last partial batch."""
+    end = num_examples - num_examples % batch_size if drop_last else num_examples
+    return [slice(start, start + batch_size) for start in range(0, end, batch_size)]
+
+
 @torch.no_grad()
-def evaluate_lm_loss(model, input_ids, labels, include_padding=False, batch_size=32):
+def evaluate_lm_loss(model, input_ids, labels, include_padding=False, batch_size=32, drop_last=False):
     """LM loss of `model` on (input_ids, labels) in eval mode, as batch_lm_loss weighs it."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loss_sum, weight = 0.0, 0
-    for start in range(0, len(input_ids), batch_size):
-        batch = slice(start, start + batch_size)
+    for batch in eval_batches(len(input_ids), batch_size, drop_last):
         loss, count = batch_lm_loss(model, input_ids[batch].to(device), labels[batch].to(device), include_padding)
         loss_sum, weight = loss_sum + loss, weight + count
     model.train(was_training)
-    return loss_sum / max(weight, 1)
+    return loss_sum / weight if weight else float("nan")  # nan: no batch to evaluate
 
 
 @torch.no_grad()
-def evaluate_mnli(model, task, include_padding=False, batch_size=32):
-    """(test LM loss, label accuracy) of `model` on task.test_*, in eval mode. The loss is per
-    non-padding token, or with include_padding the authors' mean over padded batches."""
+def evaluate_mnli(model, task, include_padding=False, batch_size=32, drop_last=False):
+    """(test LM loss, label accuracy) of `model` on task.test_*, in eval mode, over the examples
+    of eval_batches. The loss is per non-padding token, or with include_padding the authors' mean
+    over padded batches."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    loss_sum, weight, correct = 0.0, 0, 0
-    for start in range(0, len(task.test_x), batch_size):
-        batch = slice(start, start + batch_size)
+    loss_sum, weight, correct, examples = 0.0, 0, 0, 0
+    for batch in eval_batches(len(task.test_x), batch_size, drop_last):
         loss, count = batch_lm_loss(model, task.test_x[batch].to(device), task.test_y[batch].to(device),
                                     include_padding)
         loss_sum, weight = loss_sum + loss, weight + count
@@ -317,8 +334,9 @@ def evaluate_mnli(model, task, include_padding=False, batch_size=32):
                                    task.test_choice_targets[batch].flatten(0, 1).to(device))
         predicted = choice_nll.view(len(choices), len(LABEL_WORDS)).argmin(1).cpu()
         correct += int((predicted == task.test_label[batch]).sum())
+        examples += len(choices)
     model.train(was_training)
-    return loss_sum / max(weight, 1), correct / len(task.test_x)
+    return (loss_sum / weight, correct / examples) if examples else (float("nan"), float("nan"))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -340,7 +358,7 @@ def main(argv=None):
           f"mean {lengths.mean():.1f}, max {int(lengths.max())} "
           f"({int((lengths >= args.max_length).sum())} at the limit of {args.max_length})")
     print("genres:", ", ".join(f"{g} ({int((task.partition_labels == i).sum())})" for i, g in enumerate(task.genres)))
-    tokenizer = load_tokenizer(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir, new_pad=args.style == "authors")
     print("first train example:", repr(tokenizer.decode(task.train_x[0][task.train_y[0] != IGNORE])))
 
 

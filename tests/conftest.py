@@ -95,8 +95,10 @@ def counters_from_events(out_dir):
     """A run's counters as its event logs have them (every rank's), to hold summary.json against."""
     events = read_events(out_dir)
     count = lambda kind: sum(e["type"] == kind for e in events)  # noqa: E731
+    relay_sends = [e["bytes"] for e in events if e["type"] == "relay" and e["bytes"]]  # a relay's self-loop sends nothing
     return dict(iterations=count("update"), transfers=count("transfer"), self_loops=count("self_loop"),
-                exchanges=count("exchange"), bytes_sent=sum(e["bytes"] for e in events if e["type"] == "transfer"))
+                exchanges=count("exchange"), bytes_sent=sum(e["bytes"] for e in events if e["type"] == "transfer"),
+                relays=count("relay"), relay_transfers=len(relay_sends), relay_bytes=sum(relay_sends))
 
 
 def write_cifar_folder(folder, seed=0):
@@ -179,7 +181,8 @@ def save_tiny_opt(path, texts):
     bpe.post_processor = processors.TemplateProcessing(single="</s> $A", special_tokens=[("</s>", 1)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="</s>", eos_token="</s>", pad_token="<pad>")
     tokenizer.save_pretrained(path)
-    config = OPTConfig(vocab_size=len(tokenizer), hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
+    # spare embedding rows, as OPT's (50,272 rows for 50,265 tokens): room for the authors' new [PAD]
+    config = OPTConfig(vocab_size=len(tokenizer) + 8, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64,
                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=128,
                        pad_token_id=0, bos_token_id=1, eos_token_id=1)
     torch.manual_seed(0)
@@ -191,7 +194,7 @@ def tiny(tmp_path_factory):
     """Built once per session: test_mnli and test_fidelity read it and change nothing in it."""
     root = tmp_path_factory.mktemp("mnli")
     rng = np.random.default_rng(0)
-    train, dev = tiny_rows(rng, 200), tiny_rows(rng, 60)
+    train, dev = tiny_rows(rng, 200), tiny_rows(rng, 80)  # dev: one evaluation batch of 64 and a partial one
     unlabeled = [(sentence(rng, 5, 9), sentence(rng, 3, 6), GENRES[0])]
     jsonl_dir = root / "jsonl" / "multinli_1.0"
     jsonl_dir.mkdir(parents=True)

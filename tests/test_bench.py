@@ -37,7 +37,7 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
         "gossip_efficiency", "gossip_ideal_pacing_efficiency", "mlp_gossip_real_compute_efficiency",
         "mlp_mw1_real_compute_efficiency",
         "mw2_efficiency", "mw2_engine_efficiency"]
-    assert sorted(k for k in result if "hop" in k) == ["hop_over_pingpong", "hop_overhead"]
+    assert sorted(k for k in result if "hop" in k) == ["hop_gap_over_pingpong", "hop_over_pingpong", "hop_overhead"]
     assert sorted(k for k in result if "rotation" in k) == ["mlp_mw1_over_rotation"]
     idle = result.pop("idle_cores")  # a few ticks of CPU time over 1.75 s: may round to 0
     assert math.isfinite(idle) and 0 <= idle < 2  # the whole job on this 2-core machine
@@ -46,7 +46,7 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
     assert counters == dict.fromkeys(["counter_mw_transfers", "counter_mw_bytes", "counter_gossip_transfers",
                                       "counter_gossip_bytes", "counter_summary"], 1.0)
     table = "\n".join(lines[:-1])
-    for row in ("MW-2 efficiency", "MW-2 engine efficiency", "gossip efficiency", "hop overhead",
+    for row in ("MW-2 efficiency", "MW-2 engine efficiency", "gossip efficiency", "hop overhead", "hop gap",
                 "mlp MW-1 real compute", "mlp gossip real compute", "idle cost",
                 "MW transfers", "gossip bytes", "summary.json totals"):
         assert f"| {row} " in table

@@ -2,12 +2,14 @@
 warm-up, prints one warning naming the lr and records summary.json's `diverged`; the run goes on as
 the authors' does unless --stop-on-divergence true ends it (exit 1, stopped cause diverged)."""
 import math
+import subprocess
+import textwrap
 
 import pytest
 
 import simulate
-from conftest import FAST, read_summary, run_main
-from core import algorithms, build_run, config
+from conftest import FAST, REPO, read_summary, refuse_unless_marked_mpi, run_main
+from core import algorithms, build_run, config, mpirun_command
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,3 +64,62 @@ def test_mpi_run_warns_and_records_or_stops(tmp_path):
     assert result.returncode != 0 and "the run diverged" in result.stderr
     summary = read_summary(tmp_path / "stopped")
     assert summary["complete"] is False and summary["stopped"]["cause"] == "diverged"
+
+
+# rank 0's Evaluator records from its eval thread and its communication thread (evaluations measured
+# elsewhere, after failures): four results of a NaN model arrive at once, and the warning line is
+# slow to write (a stderr that takes 50 ms per warning, so the threads overlap inside the guard)
+RACING_EVALUATIONS = textwrap.dedent("""
+    import sys, threading, time
+    from mpi4py import MPI
+    import torch
+    from core import algorithms, build_run, config
+    from core.events import EventLog
+    from engine.evaluator import Evaluator
+    from engine.progress import Progress
+    from engine.waker import Waker
+
+    class SlowWarnings:
+        def __init__(self, stream):
+            self.stream = stream
+        def write(self, text):
+            if text.startswith("warning:"):
+                time.sleep(0.05)
+            return self.stream.write(text)
+        def flush(self):
+            self.stream.flush()
+
+    out = sys.argv[1]
+    cfg = config.parse_config(["--task", "digits", "--walks", "1", "--warmup-time", "0", "--out", out])
+    run = build_run.build_run(cfg, 2)
+    start = time.time()
+    clock = lambda: time.time() - start
+    log = EventLog(out + "/events-rank0.jsonl", clock)
+    comm = MPI.COMM_WORLD
+    evaluator = Evaluator(cfg, run, algorithms.make_node(cfg, run, 0, torch.device("cpu")), log,
+                          Progress(comm, log, Waker(comm), cfg), clock)
+    nan = dict(train_loss=float("nan"), train_accuracy=0.1, test_loss=float("nan"), test_accuracy=0.1)
+    sys.stderr = SlowWarnings(sys.stderr)
+    together = threading.Barrier(4)
+    def evaluation_arrives():
+        together.wait()
+        evaluator.record(nan)
+    threads = [threading.Thread(target=evaluation_arrives) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print("diverged:", evaluator.diverged["reason"], flush=True)
+""")
+
+
+@pytest.mark.mpi
+def test_evaluations_that_race_warn_once(tmp_path):
+    refuse_unless_marked_mpi()
+    done = subprocess.run(mpirun_command.command(1, "-c", [RACING_EVALUATIONS, tmp_path]), cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(mpirun_command.environment(), PYTHONPATH=str(REPO)))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    progress_lines = [line for line in done.stdout.splitlines() if " | " in line]
+    assert "diverged: test loss nan" in done.stdout and len(progress_lines) == 4, done.stdout  # all four recorded
+    assert done.stderr.count("warning: the run diverged") == 1, done.stderr

@@ -36,7 +36,7 @@ def test_held_lines_wait_and_an_immediate_line_writes_them_first(tmp_path):
     log.self_loop(walk=0)
     assert log.offset() == os.path.getsize(tmp_path / "e.jsonl")  # a checkpoint's offset counts every line
     assert lines(tmp_path / "e.jsonl")[-1] == "self_loop"
-    log.relay(walk=0)
+    log.relay(1, 16, walk=0)
     log.close()
     assert lines(tmp_path / "e.jsonl")[-1] == "relay"
 

@@ -44,14 +44,23 @@ def error_lines(stderr):
 
 # ----------------------------------------------------------------------------- an operator's stop
 
+# to: mpirun alone (kill PID, a scheduler), or its whole process group (a terminal's Ctrl-C reaches
+# mpirun, the launcher's proxy, every supervisor and every rank at once)
 @pytest.mark.mpi
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop):
+@pytest.mark.parametrize("stop,to", [(signal.SIGINT, "mpirun"), (signal.SIGTERM, "mpirun"), (signal.SIGINT, "group")],
+                         ids=["SIGINT", "SIGTERM", "SIGINT-group"])
+def test_interrupt_stops_every_rank_and_keeps_the_counters(tmp_path, stop, to):
     job = start_main(4, ["--train-time", 300, "--out", tmp_path, *FAST])
     wait_for_updates(job, tmp_path)
-    job.send_signal(stop)
+    if to == "group":
+        os.killpg(job.pid, stop)  # start_main gives the job its own process group
+    else:
+        job.send_signal(stop)
     took, stdout, stderr = ended_within(job, 60)
-    print(f"{stop.name}: job ended {took:.2f} s after the signal, exit {job.returncode}")
+    print(f"{stop.name} to {to}: job ended {took:.2f} s after the signal, exit {job.returncode}")
+    # the launcher saw every rank end on purpose: the signal's exit code, no crash banner (supervisor.release_launcher)
+    assert job.returncode == 128 + stop, (job.returncode, stdout[-2000:], stderr)
+    assert "BAD TERMINATION" not in stdout + stderr and "Killed" not in stdout + stderr, (stdout[-2000:], stderr)
     assert f"interrupted: {stop.name} stopped the run" in stderr and not error_lines(stderr), stderr
     assert "killed by" not in stderr and "Traceback" not in stderr, stderr
     summary = read_summary(tmp_path)

@@ -213,7 +213,7 @@ def test_node_loss_follows_mnli_style(tiny):
 
 @pytest.mark.slow
 def test_mnli_evaluate_gives_train_and_test_metrics(tiny):
-    cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=16)
+    cfg = dict(config.config, task="mnli", model_dir=tiny["model"], eval_train_samples=64)  # one authors' batch
     run = dict(task_data=tiny["task"], shards=[np.arange(10)])
     node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
     metrics = algorithms.make_evaluate(cfg, run, node)(node.model)

@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from graphs import (GraphError, build_graph, gossip_graph, graph_stats, load_graph_json, main, mh_next_node,
+from graphs import (GraphError, HopRng, build_graph, gossip_graph, graph_stats, load_graph_json, main, mh_next_node,
                     transition_matrix)
 
 PAPER = os.path.join(ROOT, "configs", "paper")
@@ -196,6 +196,28 @@ def test_routes_are_a_function_of_seed_walk_hop():
     assert route(G, 0, 2, 300) != route(G, 0, 3, 300)
     assert all(b == a or G.has_edge(a, b) for a, b in zip(first, first[1:]))
     assert route(G, 0, 3, 300, laziness=0.5) == route(G, 0, 3, 300, laziness=0.5)
+
+def test_hop_rng_draws_what_default_rng_draws():
+    # seeds of one to seven uint32 words, hops past 2**32, and bounds whose Lemire draw is often
+    # rejected (3 * 2**30: a quarter of draws) so that the redraw takes the kept upper half
+    draws = np.random.default_rng(11)
+    for case in range(600):
+        seed = int(draws.choice([0, 1, 2**32 - 1, 2**32, int(draws.integers(2**62)) << int(draws.integers(150))]))
+        walk, hop = int(draws.integers(300)), int(draws.choice([int(draws.integers(10**7)), 2**32 + case]))
+        numpy_rng, ours = np.random.default_rng([seed, walk, hop]), HopRng(seed, walk, hop)
+        for n in draws.choice([1, 2, 3, 7, 1000, 3 * 2**30, 2**32 - 5], size=6):
+            assert ours.integers(int(n)) == numpy_rng.integers(int(n)), (seed, walk, hop, n)
+            assert ours.random() == numpy_rng.random(), (seed, walk, hop)
+
+
+def test_routes_with_hop_rng_are_default_rngs_routes():
+    G = load_graph_json(PAPER_GRAPHS["erdos_renyi"])
+    for laziness in (0.0, 0.3):
+        node = 3
+        for hop in range(300):
+            expected = mh_next_node(G, node, np.random.default_rng([7, 3, hop]), laziness=laziness)
+            node = mh_next_node(G, node, HopRng(7, 3, hop), laziness=laziness)
+            assert node == expected
 
 # -----------------------------------------------------------------------------
 # the gossip split

@@ -1,6 +1,7 @@
 """MultiNLI + OPT on a tiny random OPT, a tokenizer trained on the test's own text, and tiny
 MultiNLI files in both standard forms (a saved DatasetDict and the original jsonl files): the
 fixtures `tiny`, `tokenizer` and `model` of conftest.py."""
+import dataclasses
 import json
 import os
 
@@ -8,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from tasks import multinli
+import data
 import models
+import tasks
+from tasks import multinli
 from data import DataError, partition_indices, subset_test_split
+from core import algorithms, config
+from core.config import parse_config
 from core.events import read_events
 import conftest
 from conftest import GENRES, write_jsonl
@@ -24,7 +29,7 @@ def test_example_text_is_the_papers_format():
 
 def test_both_forms_give_the_same_tokens(tiny):
     a, b = tiny["task"], multinli.load_mnli(tiny["jsonl"], tiny["model"])
-    assert len(a.train_x) == 200 and len(a.test_x) == 60  # the unlabeled rows are skipped in both forms
+    assert len(a.train_x) == 200 and len(a.test_x) == 80  # the unlabeled rows are skipped in both forms
     for field in ("train_x", "train_y", "test_x", "test_y", "test_label", "test_choice_ids", "test_choice_targets"):
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     assert a.genres == b.genres == GENRES and np.array_equal(a.partition_labels, b.partition_labels)
@@ -62,7 +67,7 @@ def test_label_choices_are_the_tokens_of_the_full_text(tiny, tokenizer):
 def test_eval_subset_cuts_every_test_field_alike(tiny):
     task = subset_test_split(tiny["task"], 20, seed=3)
     assert len(task.test_x) == len(task.test_label) == len(task.test_choice_ids) == 20
-    keep = [i for i in range(60) if torch.equal(tiny["task"].test_x[i], task.test_x[0])]
+    keep = [i for i in range(80) if torch.equal(tiny["task"].test_x[i], task.test_x[0])]
     assert tiny["task"].test_label[keep[0]] == task.test_label[0]
     assert torch.equal(tiny["task"].test_choice_ids[keep[0]], task.test_choice_ids[0])
 
@@ -136,6 +141,91 @@ def test_label_accuracy_follows_the_model():
     loss, accuracy = multinli.evaluate_mnli(Favours11(), task, batch_size=3)
     assert accuracy == 0.5 and loss == pytest.approx(-torch.log_softmax(torch.tensor([0.0] * 11 + [5.0] + [0.0] * 8),
                                                                         0)[11].item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the authors' evaluation and pad token
+
+def test_authors_style_pads_with_a_new_pad_token(tiny, tokenizer):
+    """Their tokenizer adds "[PAD]" (a new id after the vocabulary, inside the model's spare rows);
+    the masked style pads with the tokenizer's own <pad>."""
+    authors = multinli.load_mnli(tiny["hf"], tiny["model"], style="authors")
+    padding = authors.train_y == multinli.IGNORE
+    assert padding.any() and (authors.train_x[padding] == len(tokenizer)).all()
+    assert authors.train_x[padding][0] != tokenizer.pad_token_id
+    assert (tiny["task"].train_x[tiny["task"].train_y == multinli.IGNORE] == tokenizer.pad_token_id).all()
+    assert multinli.load_tokenizer(tiny["model"], new_pad=True).convert_ids_to_tokens(len(tokenizer)) == "[PAD]"
+
+
+def test_a_model_without_room_for_the_new_pad_is_one_line(tiny, tmp_path, tokenizer):
+    for name in os.listdir(tiny["model"]):  # the same checkpoint, its config saying no spare rows
+        (tmp_path / name).write_bytes(open(os.path.join(tiny["model"], name), "rb").read())
+    spec = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(spec, vocab_size=len(tokenizer))))
+    multinli.load_tokenizer(str(tmp_path))  # its own <pad> fits
+    with pytest.raises(DataError) as error:
+        multinli.load_tokenizer(str(tmp_path), new_pad=True)
+    assert f"has {len(tokenizer) + 1} tokens with the authors' new [PAD]" in str(error.value)
+    assert "--mnli-style masked" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.slow
+def test_authors_evaluation_is_batches_of_64_without_the_partial_one(tiny, model):
+    """80 test examples: the authors' evaluation is the first 64 in one batch (the padded mean of that
+    batch), 'all' evaluates all 80 in batches of 32."""
+    task = tiny["task"]
+    assert multinli.EVAL_BATCHES == dict(authors=(64, True), all=(32, False))
+    loss, accuracy = multinli.evaluate_mnli(model, task, True, 64, True)
+    with torch.no_grad():
+        by_hand = multinli.lm_loss_with_padding(model, task.test_x[:64], task.test_y[:64]).item()
+    first64 = dataclasses.replace(task, **{k: getattr(task, k)[:64] for k in (
+        "test_x", "test_y", "test_label", "test_choice_ids", "test_choice_targets")})
+    assert loss == pytest.approx(by_hand, rel=1e-5)
+    assert accuracy == multinli.evaluate_mnli(model, first64, True, 64, False)[1]
+    every = multinli.evaluate_mnli(model, task, True, 32, False)
+    assert every[0] != pytest.approx(loss, rel=1e-6)
+    assert multinli.eval_batches(80, 64, True) == [slice(0, 64)]
+    assert multinli.eval_batches(80, 32, False) == [slice(0, 32), slice(32, 64), slice(64, 96)]
+    assert np.isnan(multinli.evaluate_lm_loss(model, task.test_x[:10], task.test_y[:10], True, 64, True))  # no batch
+
+
+@pytest.mark.slow
+def test_mnli_eval_switch_in_make_evaluate(tiny, model):
+    """--mnli-eval authors: the train half in a seeded random order (their random_split subset), batches
+    of 64 with the partial one dropped; all: the sorted half, batches of 32, every example."""
+    cfg = dict(config.config, task="mnli", model_dir=tiny["model"])
+    run = dict(task_data=tiny["task"], shards=[np.arange(10)])
+    node = algorithms.make_node(cfg, run, 0, torch.device("cpu"))
+    authors = algorithms.make_evaluate(cfg, run, node)(model)
+    every = algorithms.make_evaluate(dict(cfg, mnli_eval="all"), run, node)(model)
+    half = data.evaluation_train_subset(len(tiny["task"].train_x), 0, cfg["seed"])  # 100 examples
+    order = half[torch.randperm(len(half), generator=torch.Generator().manual_seed(cfg["seed"]))]
+    task = tiny["task"]
+    with torch.no_grad():
+        first = multinli.lm_loss_with_padding(model, task.train_x[order[:64]], task.train_y[order[:64]]).item()
+    assert authors["train_loss"] == pytest.approx(first, rel=1e-5)
+    assert every["train_loss"] == pytest.approx(multinli.evaluate_lm_loss(
+        model, task.train_x[half], task.train_y[half], True, 32, False), rel=1e-6)
+    assert (authors["test_loss"], authors["test_accuracy"]) == multinli.evaluate_mnli(model, task, True, 64, True)
+
+
+def test_authors_evaluation_needs_one_full_batch(tiny, tmp_path):
+    """Fewer examples than one batch of 64 (a small test split, or --eval-samples / --eval-train-samples
+    below 64) is one line before training: the authors' evaluation would average over no batch."""
+    folder = tmp_path / "mnli"
+    folder.mkdir()
+    write_jsonl(folder / "multinli_1.0_train.jsonl", tiny["train"], [])
+    write_jsonl(folder / "multinli_1.0_dev_matched.jsonl", tiny["dev"][:60], [])
+    cfg = parse_config(["--task", "mnli", "--data-dir", str(folder), "--model-dir", tiny["model"]])
+    with pytest.raises(DataError) as error:
+        tasks.get("mnli").load_data(cfg)
+    assert str(error.value).startswith("60 MultiNLI test examples (eval_samples 0, data_dir ")
+    assert "fewer than one evaluation batch of 64" in str(error.value) and "\n" not in str(error.value)
+    assert len(tasks.get("mnli").load_data(dict(cfg, mnli_eval="all")).test_x) == 60
+    cfg = dict(cfg, data_dir=tiny["jsonl"])
+    for key, value, what in (("eval_samples", 20, "20 MultiNLI test"), ("eval_train_samples", 63, "63 MultiNLI train")):
+        with pytest.raises(DataError, match=what):
+            tasks.get("mnli").load_data(dict(cfg, **{key: value}))
+    assert len(tasks.get("mnli").load_data(dict(cfg, eval_samples=64)).test_x) == 80  # build_run cuts it
 
 
 def test_tied_weights_travel_once(tiny, model):

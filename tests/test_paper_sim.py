@@ -46,8 +46,9 @@ def test_paper_sim_is_the_papers_grid_on_the_simulator():
         assert command[-2:] == ["--out", out] and "mpirun" not in command
     mw1, gossip = (next(r for r in grid if r["name"] == f"cycle-V20-a1-{a}-s0") for a in ("mw1", "gossip"))
     # about evals_per_run evaluations over the budget: MW-1 makes one update per update + hop, gossip V at once
-    assert mw1["flags"]["eval_interval"] == pytest.approx(3000 * (0.025 + 1_089_896 / 1.25e8 + 1e-4) / 100, rel=1e-4)
-    assert gossip["flags"]["eval_interval"] == pytest.approx(3000 * 0.025 / 20 / 100, rel=1e-4)
+    evals = PRESET["evals_per_run"]
+    assert mw1["flags"]["eval_interval"] == pytest.approx(3000 * (0.025 + 1_089_896 / 1.25e8 + 1e-4) / evals, rel=1e-4)
+    assert gossip["flags"]["eval_interval"] == pytest.approx(3000 * 0.025 / 20 / evals, rel=1e-4)
     for name in ("cpu", "paper", "smoke"):  # the MPI presets still launch main.py under mpirun
         run = experiments.expand(experiments.PRESETS[name])[0]
         assert experiments.command_of(run, "x", experiments.PRESETS[name], "mpirun")[0] == "mpirun"

@@ -2,6 +2,7 @@
 run the same code. Checked here: deterministic simulation testing of the real protocol code on
 the virtual clock under many randomized schedules; agreement of the two transports on a failure
 run; and a third algorithm added as one protocol, run on both transports."""
+import json
 import os
 from collections import Counter
 
@@ -16,7 +17,7 @@ import models
 import protocols
 import simulate
 from core.events import EventLog, read_events
-from conftest import REPO, run_main, simulate_run
+from conftest import REPO, read_summary, run_main, simulate_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the simulated runs
 
@@ -38,7 +39,7 @@ def random_schedule(rng):
     return dict(config.config, algorithm=algorithm, nodes=num_nodes, graph=graph, er_p=0.6,
                 walks=int(rng.integers(1, num_nodes + 1)), seed=int(rng.integers(1000)),
                 gossip_mode=str(rng.choice(["free", "per_update"])),
-                gossip_coupling=str(rng.choice(["authors", "immediate"])),
+                gossip_coupling=str(rng.choice(["authors", "immediate"])), count_relays=bool(rng.random() < 0.5),
                 gossip_interval=float(rng.choice([0.0, 0.02])),
                 compute_time_dist=str(rng.choice(["fixed", "exponential"])),
                 compute_time_mean=float(rng.uniform(0.005, 0.05)), bandwidth=float(10 ** rng.uniform(3, 7)),
@@ -72,8 +73,13 @@ def check_invariants(cfg, net, folder):
     kinds = Counter(e["type"] for e in events)
     assert (kinds["update"], kinds["transfer"]) == (totals["iterations"], totals["transfers"])
     if cfg["algorithm"] == "mw":
-        # every hop is a transfer or a self-loop; every update and every relay makes one hop
-        assert totals["transfers"] + totals["self_loops"] == totals["iterations"] + totals["relays"]
+        # every hop is a send or a self-loop; every update and every relay makes one hop; a relay's send
+        # is a counted transfer only with --count-relays (the authors' v2 does not count it), and
+        # relay_bytes holds what relays sent either way
+        relayed_uncounted = 0 if cfg["count_relays"] else totals["relay_transfers"]
+        assert totals["transfers"] + relayed_uncounted + totals["self_loops"] == totals["iterations"] + totals["relays"]
+        assert totals["relay_bytes"] == totals["relay_transfers"] * net.model_bytes
+        assert kinds["relay"] == totals["relays"]
         retired = Counter(e["walk"] for e in events if e["type"] == "retire")
         assert retired == Counter(range(cfg["walks"]))  # no walk lost, none duplicated
         visits = {e["walk"]: e["visits"] for e in events if e["type"] == "retire"}
@@ -231,6 +237,29 @@ def test_failure_run_routes_relays_and_counters_match_mpirun(tmp_path):
     assert per_walk(tmp_path / "sim") == (real_routes, real_counters)
     assert sum(n for key, n in real_counters.items() if key[1:] == ("relay", 0)) > 0
     assert not any(rank == 0 for route in real_routes.values() for rank in route.values())
+    # both transports count the relays' sends the same way: outside transfers/bytes_sent (the authors' v2)
+    counted = ("iterations", "transfers", "bytes_sent", "self_loops", "relays", "relay_transfers", "relay_bytes")
+    real, sim = read_summary(tmp_path / "mpi"), read_summary(tmp_path / "sim")
+    assert {k: real[k] for k in counted} == {k: sim[k] for k in counted} and real["relay_bytes"] > 0
+
+
+def test_relay_sends_count_as_transfers_only_with_count_relays(tmp_path):
+    """The authors' v2 logs no communication for a model a failed node forwards; --count-relays true
+    counts it. Either way the walks go the same routes and relay_bytes holds what relays sent."""
+    flags = ["--walks", "2", "--graph", "cycle", "--nodes", "5", "--max-iterations", "60", "--train-time", "1e9",
+             "--eval-interval", "1e9", "--seed", "3", "--failure-times", "0", "--emulate-params", "16"]
+    authors = simulate_run(tmp_path / "authors", *flags)
+    counting = simulate_run(tmp_path / "counting", *flags, "--count-relays", "true")
+    assert per_walk(tmp_path / "authors")[0] == per_walk(tmp_path / "counting")[0]
+    assert authors["relay_transfers"] > 0 and authors["relay_bytes"] == authors["relay_transfers"] * authors["model_bytes"]
+    for key in ("iterations", "relays", "relay_transfers", "relay_bytes"):
+        assert authors[key] == counting[key], key
+    assert counting["transfers"] == authors["transfers"] + authors["relay_transfers"]
+    assert counting["bytes_sent"] == authors["bytes_sent"] + authors["relay_bytes"]
+    assert authors["transfers"] + authors["relay_transfers"] == authors["iterations"] + authors["relays"]  # no self-loops on a cycle
+    for folder, recorded in (("authors", False), ("counting", True)):
+        with open(tmp_path / folder / "config.json") as f:
+            assert json.load(f)["count_relays"] is recorded
 
 
 def test_a_non_finite_loss_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys):

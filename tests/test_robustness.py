@@ -3,6 +3,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import torch
 
 from core import algorithms
 from core import config
+from core import mpirun_command
 from core.events import read_events
-from conftest import FAST, REPO, counters_from_events, read_summary, run_main, write_cifar_folder
+from conftest import (FAST, REPO, counters_from_events, read_summary, refuse_unless_marked_mpi, run_main,
+                      write_cifar_folder, write_jsonl)
 
 
 # ----------------------------------------------------------------------------- the rules, by hand
@@ -86,7 +89,11 @@ def test_two_failures_on_six_ranks(tmp_path, algorithm):
         relays = [e for e in events if e["type"] == "relay"]
         assert relays and summary["relays"] == len(relays)
         assert all(e["rank"] < algorithms.aggregator_at(e["t"], failure_times) for e in relays)
-        assert summary["transfers"] + summary["self_loops"] == summary["iterations"] + summary["relays"]
+        # every update and every relay makes one hop: a send or a self-loop; a relay's send is counted
+        # in relay_transfers, not transfers (the authors' v2 counting, --count-relays false)
+        assert summary["relay_transfers"] > 0 and summary["relay_bytes"] == summary["relay_transfers"] * summary["model_bytes"]
+        assert (summary["transfers"] + summary["relay_transfers"] + summary["self_loops"]
+                == summary["iterations"] + summary["relays"])
     else:
         assert summary["transfers"] == 2 * summary["exchanges"]
     for node, failed_at in enumerate(failure_times):  # nothing starts at a failed node
@@ -255,6 +262,30 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, ranks, args, message):
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.mpi
+def test_mnli_file_not_utf8_is_one_line_naming_file_and_line_on_every_rank(tmp_path, tiny):
+    """A data error found while every rank reads the data (not by the early flag checks): the same one line
+    and exit code 2 as any bad input, from every rank (Hydra's -print-all-exitcodes: 512 is exit 2)."""
+    jsonl = tmp_path / "multinli_1.0"
+    jsonl.mkdir()
+    write_jsonl(jsonl / "multinli_1.0_dev_matched.jsonl", tiny["dev"], [])
+    write_jsonl(jsonl / "multinli_1.0_train.jsonl", tiny["train"][:2], [])
+    with open(jsonl / "multinli_1.0_train.jsonl", "ab") as f:  # line 3: a premise in Latin-1, not UTF-8
+        f.write(b'{"sentence1": "caf\xe9", "sentence2": "a", "gold_label": "neutral", "genre": "fiction"}\n')
+    refuse_unless_marked_mpi()
+    result = subprocess.run(
+        mpirun_command.command(2, "main.py", ["--walks", 1, "--task", "mnli", "--data-dir", tmp_path,
+                                              "--model-dir", tiny["model"], "--out", tmp_path / "out"],
+                               launcher="mpirun -print-all-exitcodes"),
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=mpirun_command.environment())
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert f"{jsonl / 'multinli_1.0_train.jsonl'} line 3 is not a MultiNLI row (UnicodeDecodeError: " in lines[0], lines
+    assert "Traceback" not in result.stdout + result.stderr
+    assert re.search(r"Exit codes: \[[^]]+\] 512,512$", result.stdout, re.M), result.stdout
 
 
 # ----------------------------------------------------------------------------- soak

@@ -65,6 +65,41 @@ def test_classification_records_build_seeded_sgd_nodes(tmp_path, task):
     assert not torch.equal(x0[0], torch.cat([p.detach().reshape(-1) for p in other_seed.model.parameters()]))
 
 
+def test_cifar10_train_evaluation_is_augmented_as_the_authors_unless_switched_off(tmp_path, monkeypatch):
+    """The authors evaluate the train half through the training transforms (random crop and flip):
+    by default each evaluation augments it anew from a seeded stream; --eval-train-augment false
+    evaluates the clean images. The test split is never augmented."""
+    import models
+    monkeypatch.setattr(classification, "EVAL_AUGMENT_CHUNK", 7)  # several chunks on the tiny train half
+    cifar = tmp_path / "cifar"
+    cifar10_files.write_cifar_folder(str(cifar), images_per_batch=8)  # 40 train images: a half of 20
+    cfg = config.parse_config(["--task", "cifar10", "--data-dir", str(cifar), "--nodes", "2", "--walks", "1"])
+    run, nodes = nodes_of(cfg)
+    model = nodes[0].model
+    task_data = run["task_data"]
+    half = algorithms.data.evaluation_train_subset(len(task_data.train_x), 0, cfg["seed"])
+    clean = models.evaluate(model, task_data.train_x[half], task_data.train_y[half])
+
+    def replay(evaluations):
+        """The metrics of each evaluation, from the same seeded stream, chunk by chunk."""
+        rng, metrics = torch.Generator().manual_seed(cfg["seed"] * 100_003 + (2 << 40)), []
+        for _ in range(evaluations):
+            x = torch.cat([cifar10_files.augment_cifar_batch(task_data.train_x[half][i:i + 7], rng) for i in range(0, 20, 7)])
+            metrics.append(models.evaluate(model, x, task_data.train_y[half]))
+        return metrics
+
+    evaluate = algorithms.make_evaluate(cfg, run, nodes[0])
+    first, second = evaluate(model), evaluate(model)
+    expected = replay(2)
+    for got, (loss, accuracy) in zip((first, second), expected):
+        assert got["train_loss"] == pytest.approx(loss, rel=1e-6) and got["train_accuracy"] == pytest.approx(accuracy)
+    assert first["train_loss"] != second["train_loss"] != clean[0]  # drawn anew each time, not the clean images
+    assert (first["test_loss"], first["test_accuracy"]) == models.evaluate(model, task_data.test_x, task_data.test_y)
+    plain = algorithms.make_evaluate(dict(cfg, eval_train_augment=False), run, nodes[0])(model)
+    assert (plain["train_loss"], plain["train_accuracy"]) == clean
+    assert (plain["test_loss"], plain["test_accuracy"]) == (first["test_loss"], first["test_accuracy"])
+
+
 def test_mnli_record_trains_with_adam_and_is_not_batched():
     mnli = tasks.get("mnli")
     params = [torch.nn.Parameter(torch.zeros(3))]
