@@ -1,5 +1,5 @@
 """
-What the classification tasks (digits, synthetic, cifar10) share: SGD with Nesterov momentum,
+What the classification tasks (digits, digits_bn, synthetic, cifar10) share: SGD with Nesterov momentum,
 cross-entropy, and evaluation by loss and accuracy. Imported by the records at their top, so
 torch and the project's modules are imported inside the functions (see tasks/__init__.py).
 """

@@ -104,9 +104,9 @@ def test_synthetic_loads_standardised():
 
 
 def test_unknown_task_names_the_allowed_ones():
-    with pytest.raises(ValueError, match="unknown task 'foo'; allowed: digits, synthetic, cifar10, mnli"):
+    with pytest.raises(ValueError, match="unknown task 'foo'; allowed: digits, digits_bn, synthetic, cifar10, mnli"):
         tasks.get("foo")
-    assert tuple(tasks.TASKS) == ("digits", "synthetic", "cifar10", "mnli")
+    assert tuple(tasks.TASKS) == ("digits", "digits_bn", "synthetic", "cifar10", "mnli")
 
 
 @pytest.mark.parametrize("subfolder", ["", "cifar-10-batches-py"])
