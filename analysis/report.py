@@ -20,6 +20,7 @@ import datetime
 import json
 
 from analysis import claims
+from analysis import inference
 from analysis import plots
 from analysis import scaling as scaling_lib
 from analysis import verdicts
@@ -144,6 +145,14 @@ def grid_span_text(launches):
     return f"; {jobs} at a time, {busy / 60:.1f} min of wall time"
 
 
+def few_seeds_lines(seeds):
+    """The opening warning of a report whose runs have fewer seeds than docs/analysis_plan.md needs."""
+    return [f"**{seeds} seed{'s' * (seeds != 1)} carr{'ies' if seeds == 1 else 'y'} no verdict.** The analysis plan "
+            f"(docs/analysis_plan.md) needs at least {inference.MIN_SEEDS} seeds per curve, 10 for its primary tests; "
+            "the verdicts below, by the earlier unpaired rules, show that the pipeline runs end to end, not "
+            "evidence for or against a claim. The pre-registered verdicts are in reports/paper_verdicts/REPORT.md.", ""]
+
+
 def missing_lines(names):
     """'**Planned runs not finished (N).** cycle-V20-a10-mw1: seeds 5, 6; ...' from run names '<setting>-s<seed>'."""
     seeds = {}
@@ -217,6 +226,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=(), target
              "throughput figures are then lower than the machine can do, iteration and byte counts are not affected."
              if cores and loads else ""), "",
           *(missing_lines(missing) if missing else []),
+          *(few_seeds_lines(len(seeds)) if len(seeds) < inference.MIN_SEEDS else []),
           *(plan_lines if targets else []),
           *(["## Setting", "", *notes, ""] if notes else []),
           *(simulation_section(runs, metric, target) if simulated else []),

@@ -126,6 +126,7 @@ def test_smoke_grid_runs_resumes_and_reports_numbers_from_the_logs(tmp_path, cap
         assert any(line.startswith("[") and name in line and "updates" in line for line in result.stdout.splitlines())
 
     text = (report_dir / "REPORT.md").read_text()
+    assert "**1 seed carries no verdict.**" in text  # the smoke preset's one seed: the report says so first
     rows = {os.path.basename(row[0].strip("`")): row for row in markdown_rows(text, "`")}
     assert sorted(rows) == sorted(names)
     recomputed = {}
