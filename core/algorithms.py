@@ -66,15 +66,16 @@ def make_evaluate(cfg, run, node):
 def divergence_seen(cfg, run, metrics, now):
     """The divergence guard's rule at an evaluation (rank 0's Evaluator and the simulator's call it):
     what it saw, in words, or None. A non-finite test loss (a model with NaN or infinite parameters
-    gives one), or, after the warm-up and never at the first evaluation (an untrained model is at
-    chance), test accuracy at chance: no more correct answers than
+    gives one), or, from three evaluation periods past the warm-up (an untrained model is at chance,
+    and a run evaluated often, as a simulated one, is still near it at its second and third evaluation),
+    test accuracy at chance: no more correct answers than
     1/num_classes guessing gives at the 99.9th percentile of its binomial over the test examples."""
     if not math.isfinite(metrics["test_loss"]):
         return f"test loss {metrics['test_loss']}"
     task_data = run["task_data"]
     tested = len(task_data.test_y)
     chance = 1 / task_data.num_classes
-    if now >= max(cfg["warmup_time"], cfg["eval_interval"]) and metrics["test_accuracy"] * tested <= scipy.stats.binom.ppf(0.999, tested, chance):
+    if now >= cfg["warmup_time"] + 3 * cfg["eval_interval"] and metrics["test_accuracy"] * tested <= scipy.stats.binom.ppf(0.999, tested, chance):
         return f"test accuracy {metrics['test_accuracy']:.4f}, chance {chance:.4f} over {tested} test examples"
     return None
 

@@ -41,14 +41,17 @@ def test_a_run_that_learns_is_not_diverged(tmp_path, capsys):
 
 
 def test_the_rule(tmp_path):
-    cfg = config.parse_config(["--task", "digits", "--warmup-time", "5", "--out", str(tmp_path)])
+    cfg = config.parse_config(["--task", "digits", "--warmup-time", "5", "--eval-interval", "0.25",
+                               "--out", str(tmp_path)])
     run = build_run.build_run(cfg, 4)
     at_chance = dict(test_loss=2.3, test_accuracy=0.1)
     assert algorithms.divergence_seen(cfg, run, at_chance, 4.9) is None  # still warming up
+    assert algorithms.divergence_seen(cfg, run, at_chance, 5.5) is None  # two evaluation periods past it
     assert "test accuracy" in algorithms.divergence_seen(cfg, run, at_chance, 6.0)
     assert algorithms.divergence_seen(cfg, run, dict(test_loss=0.5, test_accuracy=0.2), 6.0) is None
     no_warmup = dict(cfg, warmup_time=0.0)
     assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.01) is None  # the first evaluation: untrained
+    assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.5) is None  # the third: still near chance
     assert "nan" in algorithms.divergence_seen(cfg, run, dict(test_loss=math.nan, test_accuracy=0.9), 1.0)
 
 
