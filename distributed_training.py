@@ -166,10 +166,11 @@ def run_walks(rank):
             continue
         if isinstance(step, protocols.Compute):
             loss, duration = rank.local_update(step.walk.params, step.lr)
+            ended = rank.clock()  # the update's own end: its event's time, whatever the lock and the delay add
             if visit_delay:
                 time.sleep(visit_delay)
             with rank.lock:
-                step = protocol.after_update(step.walk, loss, duration, rank.clock())
+                step = protocol.after_update(step.walk, loss, duration, ended)
             if step is None:  # it stays here
                 continue
         walk = step.walk
@@ -322,8 +323,9 @@ def run_gossip(rank):
             break
         after = start.model.clone()
         loss, duration = rank.local_update(after, start.lr)
+        ended = rank.clock()  # the update's own end: its event's time, whatever the lock wait adds
         with rank.lock:
-            protocol.after_update(start.model, after, loss, duration, rank.clock())
+            protocol.after_update(start.model, after, loss, duration, ended)
         rank.waker.ring()  # a per_update exchange may start now
     ended = rank.clock()
     ckpt.compute_finished()

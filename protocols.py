@@ -210,7 +210,7 @@ class MultiWalkNode:
         check_loss(loss, self.node_id, now, self.cfg)
         if self.node_id == self.role_at(now):
             self.aggregate(walk)
-        self.log.update(duration, walk=walk.walk_id, visit=walk.visits,
+        self.log.update(duration, t=now, walk=walk.walk_id, visit=walk.visits,
                         **({} if loss is None else dict(loss=round(loss, 6))))
         walk.visits += 1
         return self.hop(walk)
@@ -465,7 +465,7 @@ class GossipNode:
             self.pending = after - before
         else:
             self.unpublished = after - before
-        self.log.update(duration, **({} if loss is None else dict(loss=round(loss, 6))))
+        self.log.update(duration, t=now, **({} if loss is None else dict(loss=round(loss, 6))))
         self.updates += 1
         self.credits += 1
 

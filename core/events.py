@@ -149,7 +149,7 @@ class EventLog:
                     self.held.clear()
 
     def update(self, duration, **fields):
-        """One local update (tau SGD steps) finished."""
+        """One local update (tau SGD steps) finished; `t` in fields: when it ended (default now)."""
         with self.lock:
             self.counters["iterations"] += 1
             self.counters["compute_time"] += duration
