@@ -83,7 +83,7 @@ def assert_no_update_starts_past(out, train_time):
     """Every rank stops taking up work at the budget: no local update in any log began after it
     (the run's timeout, not a wall-clock bound, catches a rank that never stops). An update taken
     up just before the budget starts computing a moment later (the lock released, gossip's copy of
-    the model made): TAKE_UP_SLACK, far below the update interval a rank that ignored the budget would show."""
+    the model made): TAKE_UP_SLACK; a rank that ignored the budget would go on updating until the run ends."""
     late = [e for e in read_events(out)
             if e["type"] == "update" and e["t"] - e["duration"] > train_time + TAKE_UP_SLACK]
     assert not late, late[:3]
