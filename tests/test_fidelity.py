@@ -274,7 +274,7 @@ def test_evaluate_reports_a_fixed_half_of_the_training_set_and_the_test_split():
     ("--warmup-start", "half", "zero, tenth"), ("--weight-decay-scope", "none", "authors, all"),
     ("--paper-version", "v3", "v1, v2"), ("--mnli-style", "eos", "authors, masked"),
     ("--bn-recalibrate", "-1", ">= 0"), ("--eval-train-samples", "-5", ">= 0"),
-    ("--bn-recalibrate", "2", "task cifar10")])
+    ("--bn-recalibrate", "2", "task digits_bn or cifar10")])
 def test_bad_fidelity_switches_give_one_line(flag, value, allowed):
     with pytest.raises(config.ConfigError) as error:
         config.parse_config([flag, value], check_paths=False)
