@@ -220,7 +220,8 @@ def write_report(results, report_path, figure_dir, runtime, metric, targets):
             lines += [f"#### V = {nodes}, {title}: **{found[number]['verdict']}**", "",
                       verdicts.comparison_table(found[number]["comparisons"]), ""]
 
-    scaling = verdicts.claim_scaling(timing_series(results))
+    series = timing_series(results)
+    scaling = verdicts.claim_scaling(series)
     lines += ["### Claim 3: MW speeds up about linearly in R, gossip about linearly in V", "",
               f"Timing-only runs (about {TIMING_ITERATIONS} iterations of virtual time, no SGD), updates per virtual "
               "second; each series' largest x against its smallest, paired by seed, against 0.8 x linear, Holm over "
@@ -235,7 +236,7 @@ def write_report(results, report_path, figure_dir, runtime, metric, targets):
               f"![accuracy against iterations and bytes at V = {NODES[-1]}]({rel}/curves.png)", ""]
     with open(report_path, "w") as f:
         f.write("\n".join(lines))
-    return scaling
+    return series
 
 
 def draw_curves(results, figure_dir, metric, targets):
@@ -300,11 +301,11 @@ def main(argv):
             json.dump(dict(runtime=runtime, results=results), f)
         results, runtime = load_results(results_path)
     try:
-        scaling = write_report(results, args.report, args.figures, runtime, args.metric, args.targets)
+        series = write_report(results, args.report, args.figures, runtime, args.metric, args.targets)
     except ValueError as e:  # a metric the runs do not log
         print(f"error: {e}", file=sys.stderr)
         return 2
-    scaling_lib.draw(dict(series=timing_series(results), model=[]), os.path.join(args.figures, "speedup.png"))
+    scaling_lib.draw(dict(series=series, model=[]), os.path.join(args.figures, "speedup.png"))
     draw_curves(results, args.figures, args.metric, args.targets)
     print(f"wrote {args.report} and {args.figures}/ ({runtime})")
     return 0

@@ -72,7 +72,7 @@ def model_check(rates, predicted):
                 within=bool(p < inference.ALPHA))
 
 
-def analyse(results, args):
+def analyse(results):
     """The series {name: {x: {seed: rate}}}, claim 3's verdict and the model checks."""
     series = {}
     for r in results:
@@ -176,9 +176,8 @@ def main(argv=None):
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    todo, wall, load_before, failed = sensitivity.run_grid(runs, args.out, args.jobs)
-    results = [sensitivity.measure(r, os.path.join(args.out, r["name"])) for r in runs if r["name"] not in failed]
-    analysis = analyse(results, args)
+    results, todo, wall, load_before, failed = sensitivity.run_grid(runs, args.out, args.jobs)
+    analysis = analyse(results)
     text = (f"# Claim 3: speed-up in R and in V\n\n`python analysis/scaling.py "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}`: {len(runs)} timing-only runs at paper_sim's "
             f"constants ({FLAGS['compute_time_mean'] * 1e3:g} ms mean update, {FLAGS['bandwidth'] * 8 / 1e9:g} Gbit/s, "

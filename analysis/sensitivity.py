@@ -196,7 +196,8 @@ def draw(rows, path):
 
 def run_grid(runs, out_dir, jobs):
     """The timing-only runs not yet done, `jobs` at a time (experiments.launch_forked); a failed run's stderr is
-    printed and the others go on. Returns (runs run now, wall seconds, 1-minute load before, failed names)."""
+    printed and the others go on. Returns (every run that did not fail, measured; runs run now, wall seconds,
+    1-minute load before, failed names)."""
     os.makedirs(out_dir, exist_ok=True)
     preset = dict(runner="simulate", timeout=900)
     todo = [r for r in runs if not experiments.is_done(r, os.path.join(out_dir, r["name"]))]
@@ -211,7 +212,9 @@ def run_grid(runs, out_dir, jobs):
     if todo:
         experiments.warm_simulator()
         experiments.launch_forked(todo, out_dir, preset, min(jobs, len(todo)), finished)
-    return todo, time.time() - started, load_before, failed
+    wall = time.time() - started
+    results = [measure(r, os.path.join(out_dir, r["name"])) for r in runs if r["name"] not in failed]
+    return results, todo, wall, load_before, failed
 
 
 def main(argv=None):
@@ -243,8 +246,7 @@ def main(argv=None):
     if error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    todo, wall, load_before, failed = run_grid(runs, args.out, args.jobs)
-    results = [measure(r, os.path.join(args.out, r["name"])) for r in runs if r["name"] not in failed]
+    results, todo, wall, load_before, failed = run_grid(runs, args.out, args.jobs)
     rows = cell_rows(results, args)
     text = (f"# Sensitivity of claims 3 and 4 to the assumed constants\n\n`python analysis/sensitivity.py "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}`: {len(runs)} timing-only runs ({len(todo)} run "
