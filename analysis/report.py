@@ -22,7 +22,6 @@ import json
 from analysis import claims
 from analysis import inference
 from analysis import plots
-from analysis import scaling as scaling_lib
 from analysis import verdicts
 from core import run_records as runs_lib
 
@@ -198,7 +197,7 @@ def write_report(runs, metric, target, out_dir, title, command, notes=(), target
     plan_lines = []
     if targets:
         scaling_json = os.path.join(out_dir, "scaling", "scaling.json")  # claim 3's own runs (analysis/scaling.py)
-        timing_series = scaling_lib.load_series(scaling_json) if os.path.exists(scaling_json) else None
+        timing_series = verdicts.load_series(scaling_json) if os.path.exists(scaling_json) else None
         plan_lines, plan_verdicts, plan_results = verdicts.report_section(groups, [*targets, verdicts.AREA], metric,
                                                                            diameters, timing_series)
         with open(os.path.join(out_dir, "verdicts.json"), "w") as f:  # every number of the verdict section

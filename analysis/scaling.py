@@ -148,14 +148,6 @@ def draw(analysis, path):
     plt.close(fig)
 
 
-def load_series(path):
-    """scaling.json's series with its keys as numbers again: {name: {x: {seed: rate}}}."""
-    with open(path) as f:
-        series = json.load(f)["series"]
-    return {name: {int(x): {int(s): rate for s, rate in by_seed.items()} for x, by_seed in by_x.items()}
-            for name, by_x in series.items()}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--walks", type=int, nargs="+", default=list(WALKS))

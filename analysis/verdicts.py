@@ -8,6 +8,8 @@ groups = run_records.group_runs(runs): {setting key (kind, V, split, task): {lab
 A measure is a target (X to target, censored when never reached) or AREA (mean error over X up to the
 pair's common horizon, X = iterations or bytes).
 """
+import json
+
 import numpy as np
 from scipy import stats
 
@@ -209,6 +211,14 @@ def claim_bytes(groups, measures, metric, diameters, model="node0"):
     return dict(comparisons=main, per_measure=per, verdict=summarize(per) if main else INCONCLUSIVE,
                 fewest=dict(comparisons=fewest, per_measure=per_fewest,
                             verdict=summarize(per_fewest) if fewest else INCONCLUSIVE))
+
+
+def load_series(path):
+    """scaling.json's series with its keys as numbers again: {name: {x: {seed: rate}}}."""
+    with open(path) as f:
+        series = json.load(f)["series"]
+    return {name: {int(x): {int(s): rate for s, rate in by_seed.items()} for x, by_seed in by_x.items()}
+            for name, by_x in series.items()}
 
 
 def claim_scaling(series, linear=0.8):

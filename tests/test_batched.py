@@ -47,6 +47,9 @@ def run_both(cfg, run, rounds, lrs=(0.05, 0.1), seed=0, min_batch=1):
 
 
 def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, momentum_atol=None):
+    """Parameters, buffers and momentum within atol; momentum_atol="relative": each momentum buffer
+    within half its norm and the median buffer within 1e-4 of its norm (see the ResNet-20 test)."""
+    momentum_errors = []
     for seq_node, bat_node, seq, bat in zip(sequential, batch_nodes, seq_params, bat_params):
         torch.testing.assert_close(bat, seq, rtol=0, atol=atol)
         torch.testing.assert_close(models.flatten_params(bat_node.model), seq, rtol=0, atol=atol)
@@ -55,9 +58,15 @@ def assert_same_nodes(sequential, batch_nodes, seq_params, bat_params, atol, mom
         for seq_param, bat_param in zip(seq_node.model.parameters(), bat_node.model.parameters()):
             seq_state, bat_state = seq_node.optimizer.state[seq_param], bat_node.optimizer.state[bat_param]
             assert seq_state.keys() == bat_state.keys()
-            if "momentum_buffer" in seq_state:
-                torch.testing.assert_close(bat_state["momentum_buffer"], seq_state["momentum_buffer"], rtol=0,
-                                           atol=momentum_atol or atol)
+            if "momentum_buffer" not in seq_state:
+                continue
+            seq_momentum, bat_momentum = seq_state["momentum_buffer"], bat_state["momentum_buffer"]
+            if momentum_atol == "relative":
+                momentum_errors.append(((bat_momentum - seq_momentum).norm() / seq_momentum.norm()).item())
+            else:
+                torch.testing.assert_close(bat_momentum, seq_momentum, rtol=0, atol=momentum_atol or atol)
+    if momentum_errors:
+        assert max(momentum_errors) < 0.5 and float(np.median(momentum_errors)) < 1e-4, momentum_errors
 
 
 @pytest.mark.slow
@@ -98,12 +107,18 @@ def test_resnet20_updates_match_the_sequential_path_batchnorm_included(tmp_path)
     cfg = config.parse_config(["--task", "cifar10", "--data-dir", str(tmp_path), "--nodes", "3", "--tau", "2", "--batch-size", "8",
                              "--out", str(tmp_path)])
     # small steps and few: float rounding grows fast through BatchNorm on batches of 8 random images
-    # (4e-5 in the losses after 4 rounds at lr 0.01, 5e-2 at lr 0.1); a wrong convolution, BatchNorm
-    # statistic or momentum shows at 1e-2 and more, and the optimizer's exactness is the MLP test's
+    # (4e-5 in the losses after 4 rounds at lr 0.01, 5e-2 at lr 0.1; 2e-5 after these 2 rounds on one
+    # Intel Xeon, under 1e-5 on an AMD EPYC: the kernels' summation order differs by CPU); a wrong
+    # convolution, BatchNorm statistic or momentum shows at 1e-2 and more, and the optimizer's
+    # exactness is the MLP test's
     *state, seq_losses, bat_losses = run_both(cfg, cifar_shaped_run(cfg), rounds=2, lrs=(0.005, 0.01))
-    np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-5)
-    # momentum buffers are gradient-sized (the parameters see them times lr): their rounding shows at 1e-3
-    assert_same_nodes(*state, atol=1e-4, momentum_atol=5e-3)
+    np.testing.assert_allclose(bat_losses, seq_losses, rtol=0, atol=1e-4)
+    # the rounding grows on the way back through the 19 BatchNorm layers: on one Intel Xeon (AVX-512)
+    # the first convolution differs by 9e-4 (the last layer by 7e-6), under 1e-4 everywhere on an AMD
+    # EPYC; momentum buffers are gradient-sized (the parameters see them times lr): the first layers'
+    # differ by up to 15% of their norm on that Xeon, the median buffer by 2e-6, while a wrong momentum
+    # rule moves them all
+    assert_same_nodes(*state, atol=2e-3, momentum_atol="relative")
     sequential, batch_nodes = state[:2]
     bn = [node.model.bn for node in batch_nodes]
     assert all(m.num_batches_tracked.item() > 0 for m in bn)  # BatchNorm statistics were updated, and differ by node

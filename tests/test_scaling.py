@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from analysis import scaling
+from analysis import verdicts
 
 
 def test_the_model_check_is_within_5_percent_only_when_the_interval_is():
@@ -35,7 +36,7 @@ def test_a_tiny_grid_gives_the_series_the_verdict_and_the_model_checks(tmp_path)
     assert scaling.main(["--walks", "1", "4", "--gossip-nodes", "4", "8", "--seeds", "2", "--iterations", "400",
                          "--jobs", "1", "--out", str(out)]) == 0
     saved = json.loads((out / "scaling.json").read_text())
-    series = scaling.load_series(out / "scaling.json")
+    series = verdicts.load_series(out / "scaling.json")
     assert sorted(series) == ["MW-R, complete (V = 20)", "MW-R, cycle (V = 20)", "gossip, complete, in V"]
     assert sorted(series["gossip, complete, in V"]) == [4, 8] and sorted(series["MW-R, cycle (V = 20)"][4]) == [0, 1]
     points = {p["series"]: p for p in saved["claim3"]["points"]}
