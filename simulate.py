@@ -18,7 +18,8 @@ will not fit is refused before anything is written. Only time is virtual:
     their sleep-polls and hand-offs between processes (simulation/engine_timing.py),
   - a model transfer takes model_bytes / bandwidth + latency, model_bytes being the trained
     model's (itemsize x parameters) or --virtual-model-bytes (the bytes of the paper's
-    ResNet-20, say, counted and timed while a small model is trained),
+    ResNet-20, say, counted and timed while a small model is trained); with --links shared
+    transfers that overlap share their nodes' links instead (SharedLinks),
   - every node has one compute queue.
 Time-based settings (train_time, LR schedule, eval_interval) use virtual time;
 evaluations at node 0 take none.
@@ -34,7 +35,7 @@ import os
 import resource
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 import torch
@@ -106,6 +107,50 @@ class LazyNodes:
         return sorted(self.built.items())
 
 
+class SharedLinks:
+    """--links shared: every node has a link of `bandwidth` bytes/s each way, shared by the transfers
+    using it as TCP shares a host's NIC: a transfer's rate is bandwidth over the larger of its
+    sender's outgoing and its receiver's incoming transfer counts, set again whenever a transfer
+    starts or ends; it arrives `latency` after its last byte."""
+    def __init__(self, clock, bandwidth, latency):
+        self.clock, self.bandwidth, self.latency = clock, bandwidth, latency
+        self.flows = {}  # id: [src, dst, bytes left, rate, version, action, args]
+        self.outgoing, self.incoming = Counter(), Counter()
+        self.started, self.updated = 0, 0.0
+
+    def start(self, src, dst, nbytes, action, args):
+        self.drain()
+        self.flows[self.started] = [src, dst, float(nbytes), 0.0, 0, action, args]
+        self.started += 1
+        self.outgoing[src] += 1
+        self.incoming[dst] += 1
+        self.reschedule()
+
+    def drain(self):
+        """Every transfer's bytes left, now."""
+        elapsed, self.updated = self.clock.now - self.updated, self.clock.now
+        for flow in self.flows.values():
+            flow[2] -= flow[3] * elapsed
+
+    def reschedule(self):
+        for flow_id, flow in self.flows.items():
+            rate = self.bandwidth / max(self.outgoing[flow[0]], self.incoming[flow[1]])
+            if rate != flow[3]:  # a finish event of an earlier rate is stale: its version is old
+                flow[3], flow[4] = rate, flow[4] + 1
+                self.clock.after(max(flow[2], 0.0) / rate, self.finish, flow_id, flow[4])
+
+    def finish(self, flow_id, version):
+        flow = self.flows.get(flow_id)
+        if flow is None or flow[4] != version:
+            return
+        self.drain()
+        del self.flows[flow_id]
+        self.outgoing[flow[0]] -= 1
+        self.incoming[flow[1]] -= 1
+        self.reschedule()
+        self.clock.after(self.latency, flow[5], *flow[6])
+
+
 class Network:
     """What every driver shares: the nodes (their models, optimizers and batches), their protocols and
     logs, the clock, and what updates and transfers cost. All are built a node at a time, when first
@@ -125,6 +170,7 @@ class Network:
         self.protocols = LazyNodes(cfg["nodes"], lambda v: protocols.make_protocol(cfg, v, run, x0, self.model_bytes,
                                                                                    self.logs[v]))
         self.transfer_time = self.model_bytes / cfg["bandwidth"] + cfg["latency"]
+        self.links = SharedLinks(clock, cfg["bandwidth"], cfg["latency"]) if cfg["links"] == "shared" else None
         self.timing = EngineTiming(cfg)
         # one stream per node: durations never depend on the order in which the simulator visits nodes
         self.duration_rngs = LazyNodes(cfg["nodes"], lambda v: np.random.default_rng([cfg["seed"], 2, v]))
@@ -132,6 +178,13 @@ class Network:
         # every node is built alike, so node 0 says whether all can be batched
         self.batch = (batched.BatchedUpdates([first], cfg["tau"]) if BATCHED and cfg["compute_time_dist"] != "measured"
                       and tasks.get(cfg["task"]).batchable and batched.can_batch(first) else None)
+
+    def send(self, src, dst, leave, action, *args):
+        """A model leaves src `leave` seconds from now; action(*args) runs when it has arrived at dst."""
+        if self.links is None:
+            self.clock.after(leave + self.transfer_time, action, *args)
+        else:
+            self.clock.after(leave, self.links.start, src, dst, self.model_bytes, action, args)
 
     def make_node(self, v):
         # make_node seeds torch's global generator (so every node starts from x0); a node built
@@ -191,7 +244,7 @@ class Network:
 # walk protocols (Multi-Walk): what distributed_training.run_walks does with threads and messages
 
 class WalkDriver:
-    """Every node serves one walk at a time; a sent walk arrives transfer_time later (authors' timing:
+    """Every node serves one walk at a time; a sent walk arrives a transfer later (authors' timing:
     an idle node finds an arriving walk at its next poll, and a walk leaves after a poll and a hand-off)."""
     def __init__(self, net):
         self.net = net
@@ -216,7 +269,7 @@ class WalkDriver:
             if isinstance(step, protocols.Retire):
                 net.protocols[0].walk_retired()
             elif isinstance(step, protocols.Send):
-                net.clock.after(net.transfer_time, self.arrive, step.dest, step.walk)
+                net.send(v, step.dest, 0.0, self.arrive, step.dest, step.walk)
             else:  # Compute; v serves one walk at a time, so nothing else touches its state
                 outcome, duration = net.update(v, step.walk.params, step.lr)
                 self.busy[v] = True
@@ -230,7 +283,7 @@ class WalkDriver:
         step = net.protocols[v].after_update(walk, net.loss(outcome), duration, net.clock.now)
         if step is not None:  # Send
             leave = net.timing.poll(v) + net.timing.walk_handoff()
-            net.clock.after(leave + net.transfer_time, self.arrive, step.dest, step.walk)
+            net.send(v, step.dest, leave, self.arrive, step.dest, step.walk)
         self.serve(v)
 
 
@@ -240,7 +293,7 @@ class WalkDriver:
 class GossipDriver:
     """Every node computes back to back (unless its delta waits for an exchange: the authors'
     coupling; the protocol says which events free it); an active node runs one exchange at a
-    time (request, then reply, each taking transfer_time); a passive node serves one exchange at a time.
+    time (request, then reply, each a transfer); a passive node serves one exchange at a time.
     Authors' timing: the polls and hand-offs of engine_timing.py around each step."""
     def __init__(self, net):
         self.net = net
@@ -299,8 +352,8 @@ class GossipDriver:
                 net.clock.at(step.until, self.next_exchange, v)
         else:  # Exchange
             self.exchanging[v] = True
-            net.clock.after(net.timing.exchange_handoff() + net.transfer_time, self.receive_request, step.partner, v,
-                            net.carry(protocol.model_to_send()))
+            net.send(v, step.partner, net.timing.exchange_handoff(), self.receive_request, step.partner, v,
+                     net.carry(protocol.model_to_send()))
             if step.frees_compute:
                 self.resume(v)
 
@@ -319,8 +372,7 @@ class GossipDriver:
         self.serving[p] = True
         reply = self.net.carry(self.net.protocols[p].model_to_send())
         timing = self.net.timing
-        self.net.clock.after(timing.poll(p) + timing.exchange_handoff() + self.net.transfer_time, self.finish_exchange,
-                             p, v, received, reply)
+        self.net.send(p, v, timing.poll(p) + timing.exchange_handoff(), self.finish_exchange, p, v, received, reply)
 
     def finish_exchange(self, p, v, sent_by_v, sent_by_p):
         frees_compute = self.net.protocols[p].passive_average(v, sent_by_p, sent_by_v, self.net.clock.now)

@@ -69,6 +69,7 @@ config = dict(
     compute_time_mean=0.025,  # seconds of virtual time per local update
     bandwidth=1.25e8,         # bytes/s of every link (1 Gbit/s); a transfer takes model_bytes/bandwidth + latency
     latency=1e-4,             # seconds per transfer
+    links="unshared",         # unshared: every transfer has the whole bandwidth, however many run at once | shared: a node's link is shared by the transfers using it (each way), as TCP shares a host's NIC
     engine_timing="authors",  # authors (their engine's polls and hand-offs, simulation/engine_timing.py) | ideal (none)
     virtual_model_bytes=0,    # > 0: the bytes one model transfer counts and takes (ResNet-20: 1089896), whatever the model trained; 0 = its own
     eval_network_average=False,  # gossip: at every evaluation also the average of the live nodes' models (model "network_average")
@@ -286,6 +287,7 @@ def validate_config(cfg, check_paths=True):
     _one_of(cfg, "gossip_pacing", ("authors", "interval"))
     _one_of(cfg, "mw_visit_delay", ("none", "authors"))
     _one_of(cfg, "engine_timing", engine_timing.TIMINGS)
+    _one_of(cfg, "links", ("unshared", "shared"))
     _one_of(cfg, "eval_logged_at", ("snapshot", "end"))
     _one_of(cfg, "warmup_start", ("zero", "tenth"))
     _one_of(cfg, "weight_decay_scope", ("authors", "all"))

@@ -148,3 +148,21 @@ def test_network_average_is_evaluated_beside_node_0_without_changing_the_run(tmp
     assert run["average_curve"] is not None and len(run["average_curve"]["time"]) == len(averages)
     assert not np.allclose(run["average_curve"]["test_accuracy"], run["curve"]["test_accuracy"])
     assert run_records.read_run(str(tmp_path / "plain"))["average_curve"] is None
+
+
+def test_shared_links_split_a_link_between_the_transfers_using_it():
+    clock, arrived = simulate.VirtualClock(), {}
+    links = simulate.SharedLinks(clock, bandwidth=100.0, latency=0.5)
+    record = lambda name: arrived.setdefault(name, round(clock.now, 9))  # noqa: E731
+    links.start(0, 1, 100, record, ("alone",))  # 1 s on the wire, then the latency
+    clock.run(lambda: None, 1e9)
+    assert arrived == {"alone": 1.5}
+    # two leave node 2 at once and share its outgoing link; 5 -> 6 shares nothing with them
+    links.start(2, 3, 100, record, ("2->3",))
+    links.start(2, 4, 100, record, ("2->4",))
+    links.start(5, 6, 100, record, ("5->6",))
+    # 7 -> 8 runs alone for 0.5 s, then shares node 8's incoming link with 9 -> 8 until it ends
+    links.start(7, 8, 100, record, ("7->8",))
+    clock.after(0.5, links.start, 9, 8, 100, record, ("9->8",))
+    clock.run(lambda: None, 1e9)
+    assert arrived == {"alone": 1.5, "5->6": 3.0, "2->3": 4.0, "2->4": 4.0, "7->8": 3.5, "9->8": 4.0}
