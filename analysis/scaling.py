@@ -126,20 +126,21 @@ def draw(analysis, path):
     import matplotlib.pyplot as plt
     from analysis import plots
     fig, ax = plt.subplots(figsize=(7, 5))
+    markers = "osD^v"  # with more series than colours, a colour comes back with another marker
     for n, (name, by_x) in enumerate(analysis["series"].items()):
         xs = sorted(by_x)
         base = np.mean(list(by_x[xs[0]].values()))
-        ax.plot([x / xs[0] for x in xs], [np.mean(list(by_x[x].values())) / base for x in xs], marker="o",
-                color=f"C{n}", label=name)
+        ax.plot([x / xs[0] for x in xs], [np.mean(list(by_x[x].values())) / base for x in xs],
+                marker=markers[n // 10 % len(markers)], color=f"C{n % 10}", label=name)
         model = [c for c in analysis["model"] if c["series"] == name]
         if model:
             ax.plot([c["x"] / xs[0] for c in model], [c["predicted"] / model[0]["predicted"] for c in model],
-                    color=f"C{n}", linestyle="--", linewidth=1)
+                    color=f"C{n % 10}", linestyle="--", linewidth=1)
     top = max(max(by_x) / min(by_x) for by_x in analysis["series"].values())
     ax.plot([1, top], [1, top], color="black", linewidth=0.8, label="linear")
     ax.plot([1, top], [0.8, 0.8 * top], color="gray", linewidth=0.8, linestyle=":", label="0.8 x linear")
     ax.set(xlabel="x / base (walks, or nodes)", ylabel="speed-up (updates/s over the base's)",
-           title="claim 3: speed-up (dashed: queueing model)")
+           title="claim 3: speed-up" + (" (dashed: queueing model)" if analysis["model"] else ""))
     plots.readable_ticks(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
