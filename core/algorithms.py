@@ -69,7 +69,10 @@ def divergence_seen(cfg, run, metrics, now):
     gives one), or, from three evaluation periods past the warm-up (an untrained model is at chance,
     and a run evaluated often, as a simulated one, is still near it at its second and third evaluation),
     test accuracy at chance: no more correct answers than
-    1/num_classes guessing gives at the 99.9th percentile of its binomial over the test examples."""
+    1/num_classes guessing gives at the 99.9th percentile of its binomial over the test examples.
+    A timing-only run (--emulate-params) trains no model, and its evaluations are nan by design: never."""
+    if cfg["emulate_params"]:
+        return None
     if not math.isfinite(metrics["test_loss"]):
         return f"test loss {metrics['test_loss']}"
     task_data = run["task_data"]

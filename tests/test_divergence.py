@@ -54,6 +54,16 @@ def test_the_rule(tmp_path):
     assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.01) is None  # the first evaluation: untrained
     assert algorithms.divergence_seen(no_warmup, run, at_chance, 0.5) is None  # the third: still near chance
     assert "nan" in algorithms.divergence_seen(cfg, run, dict(test_loss=math.nan, test_accuracy=0.9), 1.0)
+    # a timing-only run has no model to judge: its nan evaluations are not a divergence
+    timing_only = dict(cfg, emulate_params=4)
+    assert algorithms.divergence_seen(timing_only, run, dict(test_loss=math.nan, test_accuracy=math.nan), 10.0) is None
+
+
+def test_a_timing_only_run_is_not_diverged(tmp_path, capsys):
+    assert simulate.simulate_main(["--nodes", "4", "--walks", "2", "--emulate-params", "1000", "--train-time", "2",
+                                   "--eval-interval", "0.5", "--out", str(tmp_path)]) == 0
+    assert "diverged" not in capsys.readouterr().err
+    assert read_summary(tmp_path)["diverged"] is None
 
 
 @pytest.mark.mpi
