@@ -36,6 +36,8 @@ import resource
 import sys
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -107,6 +109,18 @@ class LazyNodes:
         return sorted(self.built.items())
 
 
+@dataclass
+class Flow:
+    """One transfer under way on SharedLinks; `version` marks its latest finish event."""
+    src: int
+    dst: int
+    bytes_left: float
+    action: Callable
+    args: tuple
+    rate: float = 0.0
+    version: int = 0
+
+
 class SharedLinks:
     """--links shared: every node has a link of `bandwidth` bytes/s each way, shared by the transfers
     using it as TCP shares a host's NIC: a transfer's rate is bandwidth over the larger of its
@@ -114,13 +128,13 @@ class SharedLinks:
     starts or ends; it arrives `latency` after its last byte."""
     def __init__(self, clock, bandwidth, latency):
         self.clock, self.bandwidth, self.latency = clock, bandwidth, latency
-        self.flows = {}  # id: [src, dst, bytes left, rate, version, action, args]
+        self.flows = {}  # id: Flow
         self.outgoing, self.incoming = Counter(), Counter()
         self.started, self.updated = 0, 0.0
 
     def start(self, src, dst, nbytes, action, args):
         self.drain()
-        self.flows[self.started] = [src, dst, float(nbytes), 0.0, 0, action, args]
+        self.flows[self.started] = Flow(src, dst, float(nbytes), action, args)
         self.started += 1
         self.outgoing[src] += 1
         self.incoming[dst] += 1
@@ -130,25 +144,25 @@ class SharedLinks:
         """Every transfer's bytes left, now."""
         elapsed, self.updated = self.clock.now - self.updated, self.clock.now
         for flow in self.flows.values():
-            flow[2] -= flow[3] * elapsed
+            flow.bytes_left -= flow.rate * elapsed
 
     def reschedule(self):
         for flow_id, flow in self.flows.items():
-            rate = self.bandwidth / max(self.outgoing[flow[0]], self.incoming[flow[1]])
-            if rate != flow[3]:  # a finish event of an earlier rate is stale: its version is old
-                flow[3], flow[4] = rate, flow[4] + 1
-                self.clock.after(max(flow[2], 0.0) / rate, self.finish, flow_id, flow[4])
+            rate = self.bandwidth / max(self.outgoing[flow.src], self.incoming[flow.dst])
+            if rate != flow.rate:  # a finish event of an earlier rate is stale: its version is old
+                flow.rate, flow.version = rate, flow.version + 1
+                self.clock.after(max(flow.bytes_left, 0.0) / rate, self.finish, flow_id, flow.version)
 
     def finish(self, flow_id, version):
         flow = self.flows.get(flow_id)
-        if flow is None or flow[4] != version:
+        if flow is None or flow.version != version:
             return
         self.drain()
         del self.flows[flow_id]
-        self.outgoing[flow[0]] -= 1
-        self.incoming[flow[1]] -= 1
+        self.outgoing[flow.src] -= 1
+        self.incoming[flow.dst] -= 1
         self.reschedule()
-        self.clock.after(self.latency, flow[5], *flow[6])
+        self.clock.after(self.latency, flow.action, *flow.args)
 
 
 class Network:
