@@ -86,6 +86,14 @@ def no_job_outlives_its_test():
         kill_job(STARTED_JOBS.pop())
 
 
+def seeds_by_cell(runs):
+    """A preset's expanded runs as {cell (the run name without its -s<seed>): {seeds}}."""
+    cells = {}
+    for run in runs:
+        cells.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    return cells
+
+
 def read_summary(out_dir):
     with open(os.path.join(out_dir, "summary.json")) as f:
         return json.load(f)

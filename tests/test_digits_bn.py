@@ -13,7 +13,7 @@ import models
 from analysis import experiments
 from core import algorithms, build_run, config
 from core.events import read_events
-from conftest import read_summary, run_main, simulate_run
+from conftest import read_summary, run_main, seeds_by_cell, simulate_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TAU = 5
@@ -32,9 +32,7 @@ def test_the_model_has_38k_parameters_and_batchnorm_buffers_outside_them():
 def test_the_bn_standin_preset_is_the_plans_grid():
     preset = experiments.PRESETS["bn_standin"]
     runs = experiments.expand(preset)
-    cells = {}
-    for run in runs:
-        cells.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    cells = seeds_by_cell(runs)
     assert cells.keys() == {f"{kind}-V20-a{alpha:g}-{algo}" for kind in ("cycle", "complete") for alpha in (1, 0.1)
                             for algo in ("mw1", "mw10", "gossip")}
     assert all(seeds == set(range(5)) for seeds in cells.values()) and len(runs) == 60

@@ -15,7 +15,7 @@ from core import config
 from tasks import cifar10_files
 from analysis import experiments
 from core import run_records
-from conftest import event_files, simulate_run
+from conftest import event_files, seeds_by_cell, simulate_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,9 +168,7 @@ def test_jobs_are_for_simulated_presets(capsys):
 def test_paper_verdicts_is_the_analysis_plans_grid():
     preset = experiments.PRESETS["paper_verdicts"]
     runs = experiments.expand(preset)
-    seeds = {}
-    for run in runs:
-        seeds.setdefault(run["name"].rsplit("-s", 1)[0], set()).add(run["flags"]["seed"])
+    seeds = seeds_by_cell(runs)
     primary = {name for name, s in seeds.items() if s == set(range(10))}
     assert primary == {f"{kind}-V20-a{alpha:g}-{algo}" for alpha in (10, 1, 0.1)
                        for kind, algos in (("cycle", ("mw1", "gossip")),
