@@ -25,6 +25,7 @@ progress counters (progress.py), evaluation (evaluator.py), cores and devices
 engine pauses and saves when told), faults and signals (faults.py), the stall
 supervisor (supervisor.py).
 """
+import math
 import os
 import socket
 import threading
@@ -47,7 +48,10 @@ import models
 import protocols
 from simulation.engine_timing import mw_visit_delay
 
-POKED_PATIENCE = 5e-4  # seconds an idle compute thread, poked, probes for the walk announced
+# an idle compute thread that expects a walk (its sender's note) probes MPI for it from LANDING_LEAD
+# seconds before its expected landing until LANDING_LATE after: a probe costs microseconds, a sleep and
+# the wake-up after the walk has landed tens to hundreds of them (a cold thread on a shared core)
+LANDING_LEAD, LANDING_LATE = 5e-4, 1e-3  # a timed wake-up can be 0.1-0.5 ms late on a virtual machine
 
 # -----------------------------------------------------------------------------
 # walk protocols (Multi-Walk)
@@ -56,8 +60,7 @@ def receive_walks(rank, pool, patience=0.0):
     """Every walk message waiting for this rank, into the protocol's queue; True if there was one.
     The communication thread calls it always, the compute thread when it has nothing to do (so a
     hop to an idle node wakes one thread, not two); a matched probe gives a message to one of them.
-    `patience`: seconds to keep probing for a first one, which a poke has announced (MPI can take
-    a few probes to show it; a probe costs microseconds, a sleep and a wake-up tens of them)."""
+    `patience`: seconds to keep probing for a first one, which a walk's note has announced."""
     received, give_up = False, time.perf_counter() + patience
     while True:
         message = rank.comm.Improbe(MPI.ANY_SOURCE, TAG_WALK)
@@ -68,9 +71,31 @@ def receive_walks(rank, pool, patience=0.0):
         buf = pool.get()
         message.Recv(buf.mpi)
         walk_id, visits, hops = buf.header.tolist()
+        rank.waker.took_walk(walk_id, hops)
         with rank.lock:
             rank.protocol.arrive(protocols.Walk(walk_id, visits, hops, buf.params, carrier=buf))
         received = True
+
+
+def await_walk(rank, pool, wake_in):
+    """The compute thread with nothing to do: if a walk's note says it lands about now, probe for it;
+    otherwise sleep until a note, a ring (the communication thread took a walk in from another host, or
+    the run stops) or `wake_in` seconds (the next chore), and probe at once if the note woke it for a
+    walk that has landed. A walk noted to land later is slept for, and its next hop drawn meanwhile."""
+    for woken in (False, True):
+        now = time.perf_counter()
+        landing = rank.waker.walk_landing(now, LANDING_LATE)
+        if landing is not None:
+            lands_at, walk_id, hops = landing
+            if now >= lands_at - LANDING_LEAD:
+                receive_walks(rank, pool, patience=lands_at + LANDING_LATE - now)
+                return
+            if not woken:
+                with rank.lock:  # where it goes next: drawn now, off the hop's path
+                    rank.protocol.next_node(walk_id, hops)
+                wake_in = min(wake_in, lands_at - LANDING_LEAD - now)
+        if woken or not rank.waker.wait(wake_in, COMPUTE):
+            return
 
 
 def complete_sends(sending, pool):
@@ -146,10 +171,9 @@ def run_walks(rank):
         walk.params, walk.carrier = buf.params, buf
     sending, retired_here = [], []  # this thread's walk sends under way; rank 0's own retirements
     retired_notice = np.zeros(1, dtype=np.int64)
-    # idle, it looks for walks itself; one from another host is found by the communication thread, which rings
-    backoff = Backoff(rank.waker, rank.clock, COMPUTE, cap=Waker.CHORES_CAP)
     comm_thread = rank.start_communication(walk_communication, retired_here, pool)
     visit_delay = mw_visit_delay(rank.cfg)  # 0 unless --mw-visit-delay authors: their polls' cost per visit
+    update_time = 0.0  # this rank's last local update: when a walk noted at an update's start should land
     while not stop.is_set():
         if ckpt.due():
             ckpt.pause(stop)  # walks arriving meanwhile stay parked in the protocol's queue
@@ -159,13 +183,15 @@ def run_walks(rank):
             step = protocol.next_visit(rank.clock())
         complete_sends(sending, pool)
         if step is None:
-            if receive_walks(rank, pool):
-                backoff.quiet()  # another walk will poke
-            elif backoff.idle(until=rank.clock() + min(until_eval, ckpt.seconds_to_next())):
-                receive_walks(rank, pool, patience=POKED_PATIENCE)
+            if not receive_walks(rank, pool):
+                await_walk(rank, pool, min(until_eval, ckpt.seconds_to_next(), Waker.CHORES_CAP))
             continue
         if isinstance(step, protocols.Compute):
+            if step.leaves_to is not None and rank.waker.early_notes:  # arriving with the hop after_update counts
+                rank.waker.note_walk(step.leaves_to, step.walk.walk_id, step.walk.hops + 1,
+                                     time.perf_counter() + update_time + visit_delay)
             loss, duration = rank.local_update(step.walk.params, step.lr)
+            update_time = duration
             ended = rank.clock()  # the update's own end: its event's time, whatever the lock and the delay add
             if visit_delay:
                 time.sleep(visit_delay)
@@ -185,11 +211,9 @@ def run_walks(rank):
         else:  # Send
             walk.carrier.header[:] = (walk.walk_id, walk.visits, walk.hops)
             sending.append((comm.Isend(walk.carrier.mpi, step.dest, TAG_WALK), walk.carrier))
-            rank.waker.poke(step.dest, COMPUTE)  # its compute thread takes walks in when idle
-        # the walk has left: the next one here will poke (or the communication thread rings), so idle
-        # waits start long, not with a dozen short polls that take the cores from the ranks computing
-        backoff.quiet()
+            rank.waker.note_walk(step.dest, walk.walk_id, walk.hops, time.perf_counter())  # its compute thread takes it in
     ended = rank.clock()
+    backoff = Backoff(rank.waker, thread=COMPUTE)
     while sending:  # every walk has retired, so these have been received
         complete_sends(sending, pool)
         backoff.idle()

@@ -25,7 +25,7 @@ algorithm is one class and one `register` line (docs/adding_an_algorithm.md).
 """
 import heapq
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -110,9 +110,12 @@ class Walk:
 
 # what a walk protocol asks its driver to do with a walk
 class Compute(NamedTuple):
-    """Run tau local steps on walk.params at learning rate lr, then call after_update."""
+    """Run tau local steps on walk.params at learning rate lr, then call after_update. `leaves_to`:
+    the node after_update will send the walk to (None: it stays here, a self-loop), known before the
+    update because a route is a pure function of (seed, walk, hop); a driver may tell that node now."""
     walk: Walk
     lr: float
+    leaves_to: Optional[int] = None
 
 
 class Send(NamedTuple):
@@ -160,6 +163,7 @@ class MultiWalkNode:
         self.graph, self.num_walks = run["graph"], cfg["walks"]
         self.failures = FailureSchedule(cfg["failure_times"])
         self.waiting = WalkQueue()
+        self.drawn = (None, None, None)  # (walk id, hop, next node): the last hop drawn here, drawn once
         self.aggregator = algorithms.Aggregator(x0, self.num_walks) if node_id == 0 else None
         self.retired = 0   # node 0: walks that have retired anywhere
         self.final_walks = {}  # with --save-models: the model each walk retired with here
@@ -201,7 +205,8 @@ class MultiWalkNode:
                 if hop is not None:
                     return hop
                 continue
-            return Compute(walk, algorithms.lr_at(now, self.cfg))
+            nxt = self.next_node(walk.walk_id, walk.hops)
+            return Compute(walk, algorithms.lr_at(now, self.cfg), None if nxt == self.node_id else nxt)
         return None
 
     def after_update(self, walk, loss, duration, now):
@@ -225,8 +230,7 @@ class MultiWalkNode:
         """The walk's next hop: Send(walk, dest), or None if it stays (queued again). A relay's send
         (relay: this node has failed) is logged as a relay, and counted as a transfer only with
         --count-relays: the authors' v2 logs no communication event for it (FIDELITY.md, counting)."""
-        nxt = algorithms.next_node(self.graph, self.node_id, self.cfg["seed"], walk.walk_id, walk.hops,
-                                   self.cfg["laziness"])
+        nxt = self.next_node(walk.walk_id, walk.hops)
         stays = nxt == self.node_id
         if relay:
             self.log.relay(nxt, 0 if stays else self.model_bytes, walk=walk.walk_id, hop=walk.hops)
@@ -238,6 +242,15 @@ class MultiWalkNode:
         if not relay or self.cfg["count_relays"]:
             self.log.transfer(nxt, self.model_bytes, walk=walk.walk_id)
         return Send(walk, nxt)
+
+    def next_node(self, walk_id, hops):
+        """Where hop number `hops` of walk `walk_id` leads from here (this node: it stays). Drawn once:
+        next_visit draws it to announce it (Compute.leaves_to), hop reuses the draw, and a driver that
+        knows a walk is on its way may draw it ahead, while the node waits (the MPI engine does)."""
+        if self.drawn[:2] != (walk_id, hops):
+            self.drawn = (walk_id, hops, algorithms.next_node(
+                self.graph, self.node_id, self.cfg["seed"], walk_id, hops, self.cfg["laziness"]))
+        return self.drawn[2]
 
     def walk_retired(self):
         """Node 0: one more walk retired. True once all have: the run is over."""

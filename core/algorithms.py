@@ -158,7 +158,13 @@ def merge_at_aggregator(agg, walk_id, walk_model):
     """After node 0's own tau steps on walk r: x <- x + (u_r - s_r)/R, then s_r <- x
     and u_r <- x, so every walk leaves node 0 carrying the latest global model."""
     x, snapshot = agg.global_model, agg.snapshots[walk_id]
-    # computed as (x - s/R) + u/R: with R = 1, x == s bitwise, so x becomes u exactly (plain SGD)
+    if agg.num_walks == 1:
+        # R = 1: x == s bitwise (they are only ever set together), so (x - s) + u is u exactly (plain
+        # SGD): two copies, not the four passes over the model below (a hop's largest cost at node 0)
+        x.copy_(walk_model)
+        snapshot.copy_(walk_model)
+        return
+    # computed as (x - s/R) + u/R
     x.sub_(snapshot, alpha=1.0 / agg.num_walks).add_(walk_model.to(x.device, x.dtype), alpha=1.0 / agg.num_walks)
     snapshot.copy_(x)
     walk_model.copy_(x)

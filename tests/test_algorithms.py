@@ -31,6 +31,13 @@ def test_merge_with_one_walk_is_plain_sgd():
     algorithms.merge_at_aggregator(agg, 0, walk)
     assert torch.equal(agg.global_model, expected)  # x = u exactly when R = 1
     assert torch.equal(walk, agg.global_model)
+    assert torch.equal(agg.snapshots[0], expected)  # s_0 <- x
+    # a walk that travels in bf16 (--transfer-dtype): the fp32 global model is its value exactly, as the
+    # four-pass rule (x - s) + u would give; the walk leaves unchanged
+    walk16 = (expected + 1).to(torch.bfloat16)
+    algorithms.merge_at_aggregator(agg, 0, walk16)
+    assert agg.global_model.dtype == torch.float32
+    assert torch.equal(agg.global_model, walk16.float()) and torch.equal(agg.snapshots[0], walk16.float())
 
 
 def test_gossip_average_keeps_the_delta_that_landed_meanwhile():
