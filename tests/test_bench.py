@@ -109,3 +109,28 @@ def test_emulate_compute_needs_a_model_size():
         config.parse_config(["--emulate-compute", "0.1"], check_paths=False)
     with pytest.raises(config.ConfigError, match="emulate_params must be >= 0"):
         config.parse_config(["--emulate-params", "-1"], check_paths=False)
+
+
+@pytest.mark.mpi
+def test_trace_hop_stamps_every_step_of_a_hop_in_order(tmp_path):
+    # MW-1 on 2 ranks with a tiny model: the engine runs unchanged, its hop's functions stamped
+    done = subprocess.run([sys.executable, "bench/trace_hop.py", "--train-time", "3", "--trim", "0.5",
+                           "--params", "1000", "--out", str(tmp_path / "trace")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    steps = {}  # (hops from node 0 or not) -> [step, ...] in the order of their median offsets
+    for line in done.stdout.splitlines():
+        if line.startswith("hops from"):
+            group = steps.setdefault(line.split(":")[0], [])
+        elif line.strip().endswith("of hops)"):
+            group.append(line.split(" us  ")[1].rsplit("  (", 1)[0])
+    assert set(steps) == {"hops from node 0 (merge first)", "hops from other nodes"}, done.stdout
+    for group, order in steps.items():
+        # whatever the timing: the sender logs the hop before its Isend, so before the receiver takes the walk in,
+        # queues it and starts its update, in that order on one thread; the sender notes every hop it sends
+        for first, then in (("update line (sender)", "transfer line (sender)"), ("transfer line (sender)", "received (receiver)"),
+                            ("received (receiver)", "queued (receiver)"), ("queued (receiver)", "update start (receiver)")):
+            assert order.index(first) < order.index(then), (group, order)
+        assert "sent note (sender)" in order, (group, order)
+    assert "merged (sender)" in steps["hops from node 0 (merge first)"]
+    assert "merged (sender)" not in steps["hops from other nodes"]
