@@ -27,7 +27,7 @@ def test_reduced_bench_prints_the_table_then_a_json_line_with_exact_counters(tmp
     (tmp_path / "gossip" / "events-rank5.jsonl").write_text('{"t": 1.0, "type": "transfer", "to": 0, "bytes": 4}\n')
     # the work is bounded (2 ranks, 2 s runs, tiny model); bench.py's own per-launch timeout catches a hang
     done = subprocess.run([sys.executable, "bench/bench.py", "--nodes", "2", "--walks", "2", "--train-time", "2",
-                           "--hop-time", "1", "--trim", "0.25", "--params", "1000", "--real", "mlp",
+                           "--hop-time", "1", "--hop-pairs", "2", "--trim", "0.25", "--params", "1000", "--real", "mlp",
                            "--real-walks", "1", "--real-time", "2", "--idle-time", "3", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
