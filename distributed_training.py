@@ -25,7 +25,6 @@ progress counters (progress.py), evaluation (evaluator.py), cores and devices
 engine pauses and saves when told), faults and signals (faults.py), the stall
 supervisor (supervisor.py).
 """
-import math
 import os
 import socket
 import threading

@@ -58,7 +58,6 @@ def child(out, argv):
     from core.events import EventLog
     from engine.rank import Rank
     from engine.waker import COMPUTE, Waker
-    import distributed_training  # noqa: F401  (main imports it; the wrappers below are on its imports)
     import main
     import protocols
     rank = int(os.environ.get("PMI_RANK", "0"))
